@@ -1,0 +1,43 @@
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+
+def readme():
+    with open('README.md', encoding='utf-8') as f:
+        return f.read()
+
+
+def get_version():
+    scope = {}
+    with open(osp.join('localvit_mm', 'version.py'), encoding='utf-8') as f:
+        exec(compile(f.read(), 'version.py', 'exec'), scope)
+    return scope['__version__']
+
+
+def parse_requirements(fname):
+    """Read a requirements file, skipping comments and blank lines."""
+    with open(osp.join('requirements', fname), encoding='utf-8') as f:
+        return [
+            line.strip() for line in f
+            if line.strip() and not line.startswith('#')
+        ]
+
+
+setup(
+    name='localvit_mm',
+    version=get_version(),
+    description='LocalViT (locality in vision transformers) for OpenMMLab: '
+    'mmpretrain, mmdet and mmsegmentation',
+    long_description=readme(),
+    long_description_content_type='text/markdown',
+    license='Apache License 2.0',
+    packages=find_packages(exclude=('configs', 'tools', 'tests')),
+    python_requires='>=3.8',
+    install_requires=parse_requirements('runtime.txt'),
+    extras_require={
+        'mim': parse_requirements('mminstall.txt'),
+        'tests': parse_requirements('tests.txt'),
+        'optional': parse_requirements('optional.txt'),
+    },
+    zip_safe=False)
