@@ -1,0 +1,88 @@
+"""Multi-head self-attention of the LocalViT blocks (timm key layout).
+
+Both run on ``F.scaled_dot_product_attention``.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .lattice import lattice_to_tokens, tokens_to_lattice
+
+
+def _split_heads(x: torch.Tensor, num_chunks: int,
+                 num_heads: int) -> torch.Tensor:
+    """(B, N, chunks * C) -> (chunks, B, heads, N, C // heads)."""
+    B, N, _ = x.shape
+    return x.reshape(B, N, num_chunks, num_heads, -1).permute(2, 0, 3, 1, 4)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, c) -> (B, N, heads * c)."""
+    B, _, N, _ = x.shape
+    return x.transpose(1, 2).reshape(B, N, -1)
+
+
+class Attention(nn.Module):
+    """ViT attention with one fused ``qkv`` projection.
+
+    Args:
+        embed_dims (int): Token channels.
+        num_heads (int): Attention heads.
+        qkv_bias (bool): Bias of the qkv projection. Defaults to True.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int,
+                 qkv_bias: bool = True):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims {embed_dims} is not divisible by '
+                             f'num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+
+    def forward(self, x: torch.Tensor, hw_shape: Sequence[int] = None):
+        q, k, v = _split_heads(self.qkv(x), 3, self.num_heads)
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class SpatialReductionAttention(nn.Module):
+    """PVT attention: keys and values from a lattice shrunk by ``sr_ratio``.
+
+    Args:
+        embed_dims (int): Token channels.
+        num_heads (int): Attention heads.
+        qkv_bias (bool): Bias of the q and kv projections. Defaults to True.
+        sr_ratio (int): Kernel and stride of the reduction conv; 1 keeps the
+            full lattice. Defaults to 1.
+        norm_eps (float): Eps of the LayerNorm after the reduction (PVT uses
+            1e-5). Defaults to 1e-5.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int,
+                 qkv_bias: bool = True, sr_ratio: int = 1,
+                 norm_eps: float = 1e-5):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims {embed_dims} is not divisible by '
+                             f'num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.sr_ratio = sr_ratio
+        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(
+                embed_dims, embed_dims, sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
+
+    def forward(self, x: torch.Tensor, hw_shape: Sequence[int]):
+        q = _split_heads(self.q(x), 1, self.num_heads)[0]
+        source = x
+        if self.sr_ratio > 1:
+            lattice = self.sr(tokens_to_lattice(x, hw_shape))
+            source = self.norm(lattice_to_tokens(lattice))
+        k, v = _split_heads(self.kv(source), 2, self.num_heads)
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))

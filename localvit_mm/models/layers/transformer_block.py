@@ -1,0 +1,84 @@
+"""The transformer block shared by every LocalViT backbone."""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+
+from .attention import Attention, SpatialReductionAttention
+from .locality_ffn import LocalityFeedForward
+
+
+class Mlp(nn.Module):
+    """The plain ViT feed-forward: Linear -> GELU -> Linear."""
+
+    def __init__(self, embed_dims: int, hidden_dims: int):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LocalViTBlock(BaseModule):
+    """Attention, then the locality feed-forward or a plain MLP.
+
+    With locality (paper Fig. 2) the block keeps only ``norm1`` and drop path
+    acts on the attention branch alone; the FFN holds its own residual.
+    Without it the block is a plain ViT block (``norm2`` + GELU MLP), so one
+    class builds LocalViT and its DeiT/PVT baselines.
+
+    Args:
+        embed_dims (int): Token channels.
+        num_heads (int): Attention heads.
+        mlp_ratio (float): FFN expansion ratio. Defaults to 4.
+        qkv_bias (bool): Bias of the attention projections. Defaults to True.
+        sr_ratio (int, optional): None for ViT attention (fused ``qkv``), an
+            int for PVT's spatial-reduction attention. Defaults to None.
+        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
+        with_locality (bool): Locality FFN or plain MLP. Defaults to True.
+        ffn_cfg (dict, optional): Extra arguments of
+            :class:`LocalityFeedForward` (act_cfg, channel_attention,
+            kernel_size, with_dw_conv, norm_cfg). Defaults to None.
+        norm_eps (float): Eps of the block LayerNorms. Defaults to 1e-6.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 sr_ratio: Optional[int] = None,
+                 drop_path_rate: float = 0.,
+                 with_locality: bool = True,
+                 ffn_cfg: Optional[dict] = None,
+                 norm_eps: float = 1e-6,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.with_locality = with_locality
+        self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
+        if sr_ratio is None:
+            self.attn = Attention(embed_dims, num_heads, qkv_bias)
+        else:
+            self.attn = SpatialReductionAttention(
+                embed_dims, num_heads, qkv_bias, sr_ratio)
+        self.drop_path = DropPath(drop_path_rate)
+        if with_locality:
+            self.ffn = LocalityFeedForward(
+                embed_dims, expansion_ratio=mlp_ratio, **(ffn_cfg or {}))
+        else:
+            self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
+            self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio))
+
+    def forward(self,
+                x: torch.Tensor,
+                hw_shape: Sequence[int],
+                num_extra_tokens: int = 1) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        if self.with_locality:
+            return self.ffn(x, hw_shape, num_extra_tokens)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
