@@ -1,0 +1,143 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: the config's scope,
+input checks, and running on GPUs (nccl) or CPUs (gloo) alike."""
+import importlib
+import os
+import os.path as osp
+import subprocess
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, ConfigDict
+
+from .errors import UserInputError
+from .safe_checkpoint import safe_load
+
+SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def load_config(path: str, cfg_options: dict = None) -> Config:
+    """Read a config, check its ``default_scope`` and register that
+    codebase's modules."""
+    if not osp.isfile(path):
+        raise UserInputError(f'config {path!r} not found: check the path '
+                             '(the configs live under configs/)')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope is None:
+        raise UserInputError(
+            f'config {path!r} sets no default_scope: add one of '
+            f"default_scope = {' / '.join(map(repr, SCOPES))}, or inherit a "
+            '_base_ runtime config that sets it')
+    if scope not in SCOPES:
+        raise UserInputError(
+            f'config {path!r} has default_scope={scope!r}, which these tools '
+            f"do not run: use one of {', '.join(map(repr, SCOPES))}")
+    importlib.import_module(f'{scope}.utils').register_all_modules(False)
+    return cfg
+
+
+def _datasets(cfg: dict):
+    """Yield a dataset config and every dataset it wraps."""
+    if not isinstance(cfg, dict):
+        return
+    yield cfg
+    yield from _datasets(cfg.get('dataset'))
+    for inner in cfg.get('datasets', []):
+        yield from _datasets(inner)
+
+
+def check_data_roots(cfg: Config, loaders=DATALOADERS):
+    """Fail early, before a work dir is touched, on a missing data folder."""
+    for key in loaders:
+        for dataset in _datasets((cfg.get(key) or {}).get('dataset')):
+            root = dataset.get('data_root')
+            if root and not osp.isdir(root):
+                raise UserInputError(
+                    f'data folder {root!r} of {key} not found: prepare it '
+                    'with the matching script in tools/data/ (e.g. '
+                    'tools/data/prepare_fashion_mnist.sh) or point to it '
+                    f'with --cfg-options {key}.dataset.data_root=PATH')
+
+
+def check_checkpoint(path: str):
+    """Load a checkpoint safely once, so a bad one is reported before the
+    runner writes anything."""
+    if path:
+        safe_load(path, map_location='cpu')
+
+
+def latest_checkpoint(work_dir: str):
+    """The checkpoint named in ``work_dir/last_checkpoint``, if any."""
+    record = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(record):
+        with open(record) as f:
+            return f.read().strip() or None
+    return None
+
+
+def _without_sync_bn(cfg):
+    """A copy of a (model) config with every SyncBN norm turned into BN."""
+    if isinstance(cfg, dict):
+        cfg = type(cfg)({k: _without_sync_bn(v) for k, v in cfg.items()})
+        if cfg.get('type') in ('SyncBN', 'MMSyncBN'):
+            cfg['type'] = 'BN'
+        return cfg
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_without_sync_bn(v) for v in cfg)
+    return cfg
+
+
+def _slurm_env():
+    """Export torchrun's variables from SLURM's for a CPU job."""
+    os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+    os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+    os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
+    if 'MASTER_ADDR' not in os.environ:
+        hosts = subprocess.check_output(
+            ['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']])
+        os.environ['MASTER_ADDR'] = hosts.decode().split()[0]
+    os.environ.setdefault('MASTER_PORT', '29500')
+
+
+def setup_device(cfg: Config, launcher: str, amp: bool = False):
+    """Fit the config to the machine.
+
+    On GPUs nothing changes but ``--amp``. On a CPU-only machine: SyncBN
+    becomes BN, AMP is refused with a warning, and a distributed launch uses
+    gloo with DDP over CPU tensors (no device ids), the process group being
+    created here because mmengine's ``init_dist`` assumes CUDA.
+    """
+    on_gpu = torch.cuda.is_available()
+    if amp:
+        if on_gpu:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        else:
+            print('warning: --amp needs a GPU; training in fp32 on the CPU')
+    if on_gpu:
+        return
+    cfg.pop('sync_bn', None)
+    cfg.model = _without_sync_bn(cfg.model)
+    if launcher == 'none':
+        return
+    wrapper = ConfigDict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters',
+                       cfg.get('find_unused_parameters', False))
+    wrapper.device_ids = None
+    cfg.model_wrapper_cfg = wrapper
+    if launcher == 'slurm':
+        _slurm_env()
+    elif launcher != 'pytorch':
+        raise UserInputError(
+            f'launcher {launcher!r} is not supported on a CPU-only machine: '
+            "use --launcher pytorch (tools/dist_train.sh) or 'slurm'")
+    if not dist.is_initialized():
+        timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get(
+            'timeout', 1800)
+        dist.init_process_group('gloo', timeout=timedelta(seconds=timeout))

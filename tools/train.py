@@ -1,0 +1,106 @@
+"""Train a model from a config of any scope: mmpretrain, mmdet or mmseg.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher pytorch]
+
+The config's ``default_scope`` picks the codebase whose registries and runner
+are used. Distributed training works with nccl on GPUs and gloo on CPUs (see
+``tools/dist_train.sh``).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from localvit_mm.utils import (UserInputError, check_checkpoint,
+                               check_data_roots, latest_checkpoint,
+                               load_config, register_safe_checkpoint_loader,
+                               setup_device)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the given checkpoint, or from the newest one in '
+        'the work dir when no path is given')
+    parser.add_argument(
+        '--amp', action='store_true', help='mixed precision (GPU only)')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='skip validation during training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the lr with the real batch size (auto_scale_lr in the '
+        'config gives the base batch size)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. train_cfg.max_iters=100')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def merge_args(cfg, args):
+    """Apply the command-line arguments to the config."""
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise UserInputError(
+                f'--auto-scale-lr needs auto_scale_lr.base_batch_size in '
+                f'{args.config}: add auto_scale_lr = dict(base_batch_size=N)')
+        cfg.auto_scale_lr.enable = True
+    return cfg
+
+
+def main():
+    args = parse_args()
+    cfg = merge_args(load_config(args.config, args.cfg_options), args)
+    check_data_roots(cfg)
+    if cfg.get('resume') and cfg.get('load_from') is None:
+        check_checkpoint(latest_checkpoint(cfg.work_dir))
+    else:
+        check_checkpoint(cfg.get('load_from'))
+    register_safe_checkpoint_loader()
+    setup_device(cfg, args.launcher, amp=args.amp)
+    runner = (Runner.from_cfg(cfg)
+              if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    runner.train()
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserInputError as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
