@@ -1,0 +1,46 @@
+# Fashion-MNIST (60k train / 10k test, 28x28 grey, 10 classes).
+# Prepare it with: tools/data/prepare_fashion_mnist.sh
+dataset_type = 'FashionMNIST'
+data_root = 'data/fashion_mnist'
+
+data_preprocessor = dict(
+    num_classes=10,
+    # Fashion-MNIST pixel mean and std (0.2860, 0.3530) x 255
+    mean=[72.94],
+    std=[90.02],
+    to_rgb=False,
+)
+
+train_pipeline = [dict(type='PackInputs')]
+test_pipeline = [dict(type='PackInputs')]
+
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='train',
+        download=False,
+        pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+
+val_dataloader = dict(
+    batch_size=256,
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='test',
+        test_mode=True,
+        download=False,
+        pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

@@ -1,0 +1,33 @@
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def run_tool(*args, env=None, timeout=900):
+    """Run a command from the repository root with this interpreter's
+    environment first on PATH; return the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env['PATH'] = osp.dirname(sys.executable) + os.pathsep + \
+        full_env.get('PATH', '')
+    full_env['PYTHON'] = sys.executable
+    full_env['PYTHONPATH'] = os.pathsep.join(
+        [REPO, osp.join(REPO, 'tests', 'helpers'),
+         full_env.get('PYTHONPATH', '')])
+    full_env.update(env or {})
+    cmd = [sys.executable, *args[1:]] if args[0] == 'python' else list(args)
+    return subprocess.run(
+        cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
+        timeout=timeout)
+
+
+@pytest.fixture(scope='session')
+def fashion_mnist():
+    """The real Fashion-MNIST files, prepared by the project's own script."""
+    result = run_tool('bash', 'tools/data/prepare_fashion_mnist.sh')
+    assert result.returncode == 0, result.stderr
+    return osp.join(REPO, 'data', 'fashion_mnist')

@@ -1,0 +1,195 @@
+"""tools/train.py, tools/test.py and the launchers on real Fashion-MNIST."""
+import hashlib
+import json
+import os
+import os.path as osp
+import signal
+import textwrap
+
+import pytest
+import torch
+from conftest import REPO, run_tool
+from recording_hooks import assert_same_tensors, state_of
+
+LENET = osp.join(REPO, 'configs/quickstart/lenet5_1xb64_fashion-mnist.py')
+
+
+def write_config(tmp_path, name, body):
+    """A test config over the LeNet-5 Fashion-MNIST config."""
+    path = tmp_path / name
+    path.write_text(f'_base_ = [{LENET!r}]\n' + textwrap.dedent(body))
+    return str(path)
+
+
+def short_run(tmp_path, name, batch_size, max_iters, extra=''):
+    """Iteration-based, deterministic, 64 images, no validation."""
+    return write_config(tmp_path, name, f"""
+        custom_imports = dict(imports=['recording_hooks'])
+        custom_hooks = [dict(type='GlobalLossRecorderHook')]
+        train_dataloader = dict(
+            batch_size={batch_size}, num_workers=0, persistent_workers=False,
+            dataset=dict(indices=64),
+            sampler=dict(type='DefaultSampler', shuffle=True, seed=0))
+        train_cfg = dict(by_epoch=False, max_iters={max_iters},
+                         val_interval=1000)
+        default_hooks = dict(
+            logger=dict(interval=1),
+            checkpoint=dict(interval=4, max_keep_ckpts=-1))
+        randomness = dict(seed=0, deterministic=True)
+        {extra}
+        """)
+
+
+def test_environment_imports():
+    import mmcv.ops
+    import mmdet.models  # noqa: F401
+    import mmpretrain.models  # noqa: F401
+    import mmseg.models  # noqa: F401
+
+    import localvit_mm.models  # noqa: F401
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.],
+                          [20., 20., 30., 30.]])
+    _, keep = mmcv.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
+    assert keep.tolist() == [0, 2]
+    feat = torch.arange(16.).reshape(1, 1, 4, 4)
+    rois = torch.tensor([[0., 0., 0., 4., 4.]])
+    pooled = mmcv.ops.roi_align(feat, rois, (1, 1), 1.0, 0, 'avg', True)
+    assert pooled.item() == pytest.approx(feat.mean().item())
+
+
+def test_dist_train_two_cpu_processes_match_one(tmp_path, fashion_mnist):
+    """2 gloo processes x 8 images == 1 process x 16 images, step by step."""
+    one = short_run(tmp_path, 'one.py', batch_size=16, max_iters=6)
+    two = short_run(tmp_path, 'two.py', batch_size=8, max_iters=6)
+    result = run_tool('python', 'tools/train.py', one, '--work-dir',
+                      str(tmp_path / 'one'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_tool('bash', 'tools/dist_train.sh', two, '2', '--work-dir',
+                      str(tmp_path / 'two'), env={'PORT': '29517'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'gloo' in result.stdout + result.stderr
+    losses_one = json.loads((tmp_path / 'one' / 'losses.json').read_text())
+    losses_two = json.loads((tmp_path / 'two' / 'losses.json').read_text())
+    assert len(losses_one) == len(losses_two) == 6
+    # Same global batch, same weights: only the summation order differs.
+    assert losses_two == pytest.approx(losses_one, rel=1e-5)
+    assert losses_one[-1] < losses_one[0]
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, fashion_mnist):
+    full = short_run(tmp_path, 'full.py', batch_size=16, max_iters=8)
+    killed = short_run(
+        tmp_path, 'killed.py', batch_size=16, max_iters=8,
+        extra="custom_hooks = [dict(type='KillAfterIterHook', at_iter=5)]")
+    result = run_tool('python', 'tools/train.py', full, '--work-dir',
+                      str(tmp_path / 'full'))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    work_dir = tmp_path / 'killed'
+    result = run_tool('python', 'tools/train.py', killed, '--work-dir',
+                      str(work_dir))
+    assert result.returncode == -signal.SIGKILL
+    assert (work_dir / 'iter_4.pth').exists()
+    assert not (work_dir / 'iter_8.pth').exists()
+
+    result = run_tool('python', 'tools/train.py', full, '--work-dir',
+                      str(work_dir), '--resume', str(work_dir / 'iter_4.pth'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'resumed epoch: 0, iter: 4' in result.stdout + result.stderr
+
+    it_full, weights_full, optim_full = state_of(tmp_path / 'full' /
+                                                 'iter_8.pth')
+    it_resumed, weights_resumed, optim_resumed = state_of(work_dir /
+                                                          'iter_8.pth')
+    assert it_full == it_resumed == 8
+    assert_same_tensors(weights_resumed, weights_full)
+    assert_same_tensors(optim_resumed, optim_full)
+
+
+def tree_digest(folder):
+    """Every file under folder with the hash of its bytes."""
+    return {
+        osp.relpath(osp.join(root, name), folder):
+        hashlib.sha256(open(osp.join(root, name), 'rb').read()).hexdigest()
+        for root, _, names in os.walk(folder) for name in names
+    }
+
+
+@pytest.fixture
+def used_work_dir(tmp_path):
+    """A work dir that holds the results of an earlier run."""
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    (work_dir / 'lenet5_1xb64_fashion-mnist.py').write_text('# earlier\n')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_4.pth'))
+    torch.save({'state_dict': {'w': torch.ones(2)}}, work_dir / 'iter_4.pth')
+    return work_dir
+
+
+def expect_one_line_error(result, *phrases):
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith('error: ')
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+def test_bad_inputs_fail_in_one_line_without_touching_work_dir(
+        tmp_path, used_work_dir, fashion_mnist):
+    before = tree_digest(used_work_dir)
+    no_scope = tmp_path / 'no_scope.py'
+    no_scope.write_text("model = dict(type='ImageClassifier')\n")
+    bad_scope = tmp_path / 'bad_scope.py'
+    bad_scope.write_text("default_scope = 'mmfoo'\n")
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(open(used_work_dir / 'iter_4.pth', 'rb').read()[:100])
+    untrusted = tmp_path / 'untrusted.pth'
+    from fractions import Fraction
+    torch.save({'state_dict': {}, 'meta': Fraction(1, 3)}, untrusted)
+
+    def train(config, *args):
+        return run_tool('python', 'tools/train.py', config, '--work-dir',
+                        str(used_work_dir), *args)
+
+    expect_one_line_error(
+        train('configs/nope.py'), "config 'configs/nope.py' not found",
+        'check the path')
+    expect_one_line_error(
+        train(str(no_scope)), 'sets no default_scope', "'mmpretrain'")
+    expect_one_line_error(
+        train(str(bad_scope)), "default_scope='mmfoo'", 'use one of')
+    expect_one_line_error(
+        train(LENET, '--cfg-options',
+              'train_dataloader.dataset.data_root=data/missing'),
+        "data folder 'data/missing'", 'tools/data/')
+    expect_one_line_error(
+        train(LENET, '--resume', str(corrupt)), 'is corrupt', 'pick an')
+    expect_one_line_error(
+        train(LENET, '--resume', str(untrusted)), 'not known to be safe',
+        'fractions.Fraction')
+    expect_one_line_error(
+        train(LENET, '--resume', str(tmp_path / 'gone.pth')), 'not found')
+    expect_one_line_error(
+        run_tool('python', 'tools/test.py', LENET, str(untrusted),
+                 '--work-dir', str(used_work_dir)), 'not known to be safe')
+    assert tree_digest(used_work_dir) == before
+
+
+def test_test_tool_dumps_predictions(tmp_path, fashion_mnist):
+    config = short_run(tmp_path, 'cfg.py', batch_size=16, max_iters=4)
+    result = run_tool('python', 'tools/train.py', config, '--work-dir',
+                      str(tmp_path / 'run'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / 'preds.pkl'
+    result = run_tool(
+        'python', 'tools/test.py', config, str(tmp_path / 'run/iter_4.pth'),
+        '--work-dir', str(tmp_path / 'test'), '--out', str(out),
+        '--cfg-options', 'test_dataloader.dataset.indices=32')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'accuracy/top1' in result.stdout + result.stderr
+    import pickle
+    with open(out, 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 32
+    assert predictions[0]['pred_score'].shape == (10, )
