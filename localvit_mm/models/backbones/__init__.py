@@ -1,0 +1,1 @@
+from .localvit_pvt import LocalViTPVT  # noqa: F401
