@@ -1,0 +1,397 @@
+"""LocalViT: a DeiT-style vision transformer with the locality feed-forward.
+
+One class builds LocalViT-T/S/B, the ablations of the paper (activation,
+channel attention, expansion ratio, placement, depth-wise conv) and the DeiT
+baselines (locality switched off), so every comparison runs the same code.
+"""
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...registry import MODELS
+from ..layers import (LocalityFeedForward, LocalViTBlock, lattice_to_tokens,
+                      tokens_to_lattice)
+
+FFN_KEYS = {
+    'act_cfg', 'channel_attention', 'kernel_size', 'with_dw_conv', 'norm_cfg',
+    'mlp_ratio'
+}
+
+
+def _se(reduction: int) -> dict:
+    """Arch-row FFN options: h-swish with SE of the given reduction."""
+    return dict(
+        act_cfg=dict(type='HSwish'),
+        channel_attention=dict(type='SE', reduction=reduction))
+
+
+def resize_pos_embed(pos_embed: torch.Tensor,
+                     src_shape: Sequence[int],
+                     dst_shape: Sequence[int],
+                     mode: str = 'bicubic',
+                     num_extra_tokens: int = 1) -> torch.Tensor:
+    """Resample position embeddings from one patch lattice to another.
+
+    Args:
+        pos_embed (Tensor): (1, num_extra_tokens + H*W, C) embeddings.
+        src_shape (tuple[int, int]): Lattice (H, W) they were made for.
+        dst_shape (tuple[int, int]): Target lattice (h, w); may be
+            non-square.
+        mode (str): Interpolation mode of ``F.interpolate``.
+            Defaults to 'bicubic'.
+        num_extra_tokens (int): Leading positions (class token) that are kept
+            as they are. Defaults to 1.
+
+    Returns:
+        Tensor: (1, num_extra_tokens + h*w, C); the input itself when the
+        lattices are equal.
+    """
+    if tuple(src_shape) == tuple(dst_shape):
+        return pos_embed
+    extra, grid = pos_embed.split(
+        [num_extra_tokens, pos_embed.shape[1] - num_extra_tokens], dim=1)
+    grid = F.interpolate(
+        tokens_to_lattice(grid, src_shape).contiguous(),
+        size=tuple(dst_shape),
+        mode=mode,
+        align_corners=False if mode in ('bilinear', 'bicubic') else None)
+    return torch.cat([extra, lattice_to_tokens(grid)], dim=1)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided conv (timm's ``patch_embed``).
+
+    Returns the tokens and their lattice (h, w), which every later step takes
+    instead of guessing it from the token count.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(
+            in_channels, embed_dims, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, tuple]:
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
+
+
+@MODELS.register_module()
+class LocalViT(BaseModule):
+    """LocalViT backbone (Li et al., 2021, arXiv 2104.05707), DeiT layout.
+
+    A ViT whose feed-forward is the locality FFN (1x1 conv, depth-wise conv,
+    1x1 conv on the patch lattice, residual inside, no LayerNorm before it).
+    Blocks outside ``locality_layers`` are plain ViT blocks, so the ``deit-*``
+    archs are DeiT itself. State-dict names follow timm: ``patch_embed.proj``,
+    ``cls_token``, ``pos_embed``, ``blocks.{i}`` and ``norm`` (the final
+    LayerNorm).
+
+    Archs (``arch_zoo``; the SE reduction is the divisor of the hidden
+    channels, see :class:`SELayer`):
+
+    ===================  ====  =====  =====  ===================  ===========
+    name                 dims  heads  gamma  FFN                  params(1k)
+    ===================  ====  =====  =====  ===================  ===========
+    ``tiny``             192   4      4      hs + SE r192         5,908,696
+    ``tiny-se4``         192   4      4      hs + SE r4           9,376,168
+    ``small``            384   8      4      hs + SE r384         22,433,176
+    ``base``             768   16     4      hs + SE r768         ~87.33M
+    ``tiny-relu6-mlp6``  192   4      6      ReLU6, no SE         7,655,080
+    ``deit-tiny``        192   3      4      GELU MLP             5,717,416
+    ``deit-small``       384   6      4      GELU MLP             22,050,664
+    ===================  ====  =====  =====  ===================  ===========
+
+    Args:
+        arch (str | dict): A name of ``arch_zoo`` or a dict with
+            ``embed_dims``, ``num_layers``, ``num_heads`` and optionally
+            ``mlp_ratio`` (4) and ``ffn_cfg`` (a dict of FFN options, ``{}``
+            when missing; None makes every block a plain ViT block).
+            Defaults to 'tiny'.
+        img_size (int | tuple[int, int]): Input size the position
+            embeddings are made for. Defaults to 224.
+        patch_size (int): Patch size. Defaults to 16.
+        in_channels (int): Input channels. Defaults to 3.
+        locality_layers (Sequence[int], optional): 0-based indices of the
+            blocks that get the locality FFN (paper Table 3: layers 1-4 are
+            ``[0, 1, 2, 3]``). None means all blocks when the arch has an
+            ``ffn_cfg`` and none otherwise. Defaults to None.
+        ffn_cfg (dict, optional): Overrides of the arch's FFN options:
+            ``act_cfg``, ``channel_attention``, ``kernel_size``,
+            ``with_dw_conv``, ``norm_cfg`` and ``mlp_ratio`` (the expansion
+            ratio of every block's feed-forward). Defaults to None.
+        drop_rate (float): Dropout after the position embedding.
+            Defaults to 0.
+        drop_path_rate (float): Stochastic depth, linear from 0 over depth;
+            locality blocks apply it to the attention branch only.
+            Defaults to 0.
+        qkv_bias (bool): Bias of the qkv projection. Defaults to True.
+        norm_eps (float): Eps of every LayerNorm. Defaults to 1e-6.
+        out_indices (int | Sequence[int]): Blocks whose outputs are returned;
+            negative indices count from the end. Defaults to -1.
+        out_type (str): 'raw' (all tokens, (B, N, C)), 'cls_token' ((B, C)),
+            'featmap' ((B, C, h, w) patch tokens) or 'avg_featmap' (mean of
+            the patch tokens, (B, C)). Defaults to 'cls_token'.
+        with_cls_token (bool): Prepend a class token. Defaults to True.
+        output_cls_token (bool): Return each output as ``[out, cls_token]``
+            (mmseg's ``DPTHead`` reads ``[featmap, cls_token]`` pairs).
+            Defaults to False.
+        final_norm (bool): Apply ``norm`` after the last block.
+            Defaults to True.
+        frozen_stages (int): -1 freezes nothing; ``n >= 0`` freezes the
+            embeddings and the first ``n`` blocks (parameters and BN
+            statistics), and ``norm`` too when ``n == num_layers``.
+            Defaults to -1.
+        norm_eval (bool): Keep every BatchNorm in eval mode while training
+            (small per-GPU batches in detection). Defaults to False.
+        interpolate_mode (str): How position embeddings are resized.
+            Defaults to 'bicubic'.
+        init_cfg (dict | list[dict], optional): None gives the official init
+            (trunc-normal 0.02 for Linear layers, position embedding and class
+            token; LayerNorm 1/0; convolutions, the FFN's 1x1 convs included,
+            and BN keep the PyTorch defaults). Defaults to None.
+    """
+
+    arch_zoo = {
+        'tiny': dict(embed_dims=192, num_layers=12, num_heads=4, mlp_ratio=4,
+                     ffn_cfg=_se(192)),
+        'tiny-se4': dict(embed_dims=192, num_layers=12, num_heads=4,
+                         mlp_ratio=4, ffn_cfg=_se(4)),
+        'small': dict(embed_dims=384, num_layers=12, num_heads=8, mlp_ratio=4,
+                      ffn_cfg=_se(384)),
+        'base': dict(embed_dims=768, num_layers=12, num_heads=16, mlp_ratio=4,
+                     ffn_cfg=_se(768)),
+        'tiny-relu6-mlp6': dict(
+            embed_dims=192, num_layers=12, num_heads=4, mlp_ratio=6,
+            ffn_cfg=dict(act_cfg=dict(type='ReLU6'), channel_attention=None)),
+        'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3,
+                          mlp_ratio=4, ffn_cfg=None),
+        'deit-small': dict(embed_dims=384, num_layers=12, num_heads=6,
+                           mlp_ratio=4, ffn_cfg=None),
+    }
+    OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 locality_layers: Optional[Sequence[int]] = None,
+                 ffn_cfg: Optional[dict] = None,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 qkv_bias: bool = True,
+                 norm_eps: float = 1e-6,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 out_type: str = 'cls_token',
+                 with_cls_token: bool = True,
+                 output_cls_token: bool = False,
+                 final_norm: bool = True,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 interpolate_mode: str = 'bicubic',
+                 init_cfg: Optional[Union[dict, list]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = self.arch_settings['embed_dims']
+        self.num_layers = self.arch_settings['num_layers']
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, '
+                             f'got {out_type!r}')
+        if not with_cls_token and (out_type == 'cls_token'
+                                   or output_cls_token):
+            raise ValueError('out_type="cls_token" and output_cls_token '
+                             'need with_cls_token=True')
+        self.out_type = out_type
+        self.output_cls_token = output_cls_token
+        self.final_norm = final_norm
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.interpolate_mode = interpolate_mode
+        self.num_extra_tokens = int(with_cls_token)
+
+        img_size = (img_size, ) * 2 if isinstance(img_size, int) else img_size
+        self.patch_resolution = tuple(s // patch_size for s in img_size)
+        self.patch_embed = PatchEmbed(in_channels, self.embed_dims,
+                                      patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(
+            1, 1, self.embed_dims)) if with_cls_token else None
+        num_positions = math.prod(self.patch_resolution) + \
+            self.num_extra_tokens
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, num_positions, self.embed_dims))
+        self.pos_drop = nn.Dropout(drop_rate)
+        self._register_load_state_dict_pre_hook(self._prepare_pos_embed)
+
+        mlp_ratio, block_ffn_cfg, locality = self._parse_ffn(
+            ffn_cfg, locality_layers)
+        self.locality_layers = locality
+        dpr = [
+            drop_path_rate * i / max(self.num_layers - 1, 1)
+            for i in range(self.num_layers)
+        ]
+        self.blocks = nn.ModuleList(
+            LocalViTBlock(
+                self.embed_dims,
+                self.arch_settings['num_heads'],
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path_rate=dpr[i],
+                with_locality=i in locality,
+                ffn_cfg=block_ffn_cfg,
+                norm_eps=norm_eps) for i in range(self.num_layers))
+        self.norm = nn.LayerNorm(
+            self.embed_dims, eps=norm_eps) if final_norm else nn.Identity()
+
+        out_indices = [out_indices] if isinstance(out_indices,
+                                                  int) else list(out_indices)
+        if any(not -self.num_layers <= i < self.num_layers
+               for i in out_indices):
+            raise ValueError(f'out_indices {out_indices} out of range '
+                             f'for {self.num_layers} blocks')
+        self.out_indices = sorted({i % self.num_layers for i in out_indices})
+        self._freeze_stages()
+
+    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+        """Look up a named arch or check a custom one."""
+        if isinstance(arch, str):
+            if arch not in self.arch_zoo:
+                raise ValueError(f'arch {arch!r} is not one of '
+                                 f'{sorted(self.arch_zoo)}')
+            return dict(self.arch_zoo[arch])
+        missing = {'embed_dims', 'num_layers', 'num_heads'} - set(arch)
+        if missing:
+            raise ValueError(f'custom arch misses {sorted(missing)}')
+        return dict(dict(mlp_ratio=4, ffn_cfg={}), **arch)
+
+    def _parse_ffn(self, ffn_cfg: Optional[dict],
+                   locality_layers: Optional[Sequence[int]]):
+        """Merge the arch's FFN options with the overrides; pick the blocks."""
+        unknown = set(ffn_cfg or {}) - FFN_KEYS
+        if unknown:
+            raise ValueError(f'unknown ffn_cfg keys {sorted(unknown)}; '
+                             f'allowed: {sorted(FFN_KEYS)}')
+        arch_ffn = self.arch_settings['ffn_cfg']
+        merged = dict(arch_ffn or {}, **(ffn_cfg or {}))
+        mlp_ratio = merged.pop('mlp_ratio', self.arch_settings['mlp_ratio'])
+        if locality_layers is None:
+            locality_layers = range(self.num_layers) if arch_ffn is not None \
+                else ()
+        bad = [i for i in locality_layers if not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f'locality_layers {bad} are not block indices '
+                             f'0..{self.num_layers - 1}')
+        return mlp_ratio, merged, tuple(sorted(set(locality_layers)))
+
+    def init_weights(self):
+        """Official init unless an ``init_cfg`` (e.g. Pretrained) is given."""
+        if self.init_cfg is not None:
+            return super().init_weights()
+        nn.init.trunc_normal_(self.pos_embed, std=.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=.02)
+        # The FFN's fc1/fc2 are 1x1 convs in the official code: default init.
+        pointwise = {
+            id(fc)
+            for m in self.modules() if isinstance(m, LocalityFeedForward)
+            for fc in (m.fc1, m.fc2)
+        }
+        for m in self.modules():
+            if isinstance(m, nn.Linear) and id(m) not in pointwise:
+                nn.init.trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _prepare_pos_embed(self, state_dict, prefix, *args, **kwargs):
+        """Resize a checkpoint's position embedding to this model's lattice.
+
+        The checkpoint's lattice is taken as square (the only shape its token
+        count tells). A class-token position is dropped when this model has
+        no class token, and so is the checkpoint's ``cls_token``.
+        """
+        name = prefix + 'pos_embed'
+        if self.cls_token is None:
+            state_dict.pop(prefix + 'cls_token', None)
+        if name not in state_dict or \
+                state_dict[name].shape == self.pos_embed.shape:
+            return
+        ckpt = state_dict[name]
+        extra = self.num_extra_tokens
+        num_patches = ckpt.shape[1] - extra
+        if extra == 0 and math.isqrt(num_patches)**2 != num_patches \
+                and math.isqrt(num_patches - 1)**2 == num_patches - 1:
+            ckpt, num_patches = ckpt[:, 1:], num_patches - 1
+        side = math.isqrt(num_patches)
+        if side * side != num_patches:
+            raise ValueError(
+                f'cannot resize {name} of shape {tuple(ckpt.shape)}: '
+                f'{num_patches} patch positions are not a square lattice')
+        print_log(
+            f'Resize {name} from {side}x{side} to '
+            f'{self.patch_resolution[0]}x{self.patch_resolution[1]}',
+            logger='current')
+        state_dict[name] = resize_pos_embed(ckpt, (side, side),
+                                            self.patch_resolution,
+                                            self.interpolate_mode, extra)
+
+    def _freeze_stages(self):
+        """Stop gradients and BN updates of the first ``frozen_stages``."""
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.patch_embed, *self.blocks[:self.frozen_stages]]
+        if self.frozen_stages >= self.num_layers:
+            frozen.append(self.norm)
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+        self.pos_embed.requires_grad = False
+        if self.cls_token is not None:
+            self.cls_token.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def _format_output(self, x: torch.Tensor, hw_shape: Sequence[int]):
+        patches = x[:, self.num_extra_tokens:]
+        if self.out_type == 'raw':
+            out = x
+        elif self.out_type == 'cls_token':
+            out = x[:, 0]
+        elif self.out_type == 'featmap':
+            out = tokens_to_lattice(patches, hw_shape)
+        else:
+            out = patches.mean(dim=1)
+        return [out, x[:, 0]] if self.output_cls_token else out
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        """(B, C, H, W) images -> tuple of outputs of ``out_indices``."""
+        x, hw_shape = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution,
+                                 hw_shape, self.interpolate_mode,
+                                 self.num_extra_tokens)
+        x = self.pos_drop(x)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x, hw_shape, self.num_extra_tokens)
+            if i == self.num_layers - 1:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(self._format_output(x, hw_shape))
+        return tuple(outs)
