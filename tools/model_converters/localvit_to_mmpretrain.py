@@ -1,0 +1,313 @@
+"""Convert an official LocalViT release file to an mmpretrain checkpoint.
+
+    python tools/model_converters/localvit_to_mmpretrain.py SRC DST \
+        [--config CFG] [--ema]
+
+The official files keep their weights under ``'model'`` (and possibly
+``'model_ema'``, ``'optimizer'`` and an ``argparse.Namespace`` under
+``'args'``). They are read with ``weights_only=True``; only
+``argparse.Namespace`` is allowed besides tensors and containers.
+
+Each model family is a :class:`Family`: a test on the keys, a key mapping and
+an arch detector. The locality FFN, an ``nn.Sequential`` called
+``conv.conv`` in the official code, is mapped by :func:`map_conv_ffn` for
+every family (its indices shift when the depth-wise conv or the channel
+attention is absent). A new family (e.g. LocalViT-PVT, ``block{s}.{j}``) is a
+small ``convert`` function over :func:`map_conv_ffn` plus an entry in
+:data:`FAMILIES`::
+
+    official  conv.conv.{k}       ours  ffn.{name}
+    1x1 conv [out, in, 1, 1]  ->  fc1 / fc2 (Linear [out, in])
+    BatchNorm2d               ->  norm1 / norm2 / norm3
+    k x k depth-wise conv     ->  dw_conv
+    SELayer / ECALayer        ->  channel_attention
+
+The classification head ``head.*`` becomes ``head.fc.*`` (mmpretrain's
+``LinearClsHead``); everything else gets the ``backbone.`` prefix.
+
+The arch is recognized by building every ``LocalViT.arch_zoo`` row on the
+meta device and comparing keys and shapes. The number of heads and the
+activation (h-swish or ReLU6) leave no trace in the weights, so a row is told
+apart by its FFN keys and dims only: ``tiny`` (4 heads) holds locality FFNs,
+``deit-tiny`` (3 heads) plain MLPs. Pass ``--config`` for anything else; a
+config whose model does not hold exactly the converted keys and shapes is
+refused.
+"""
+import argparse
+import pickle
+import re
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+Weights = Dict[str, torch.Tensor]
+
+
+def load_official(path: str, ema: bool = False) -> Weights:
+    """Read the weights of an official release file without unsafe pickles."""
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        raise SystemExit(f'{path}: refusing to unpickle objects other than '
+                         f'tensors and argparse.Namespace ({first})')
+    key = 'model_ema' if ema else 'model'
+    if isinstance(ckpt, dict) and key in ckpt:
+        return dict(ckpt[key])
+    if ema:
+        raise SystemExit(f'{path} holds no "model_ema" weights')
+    if isinstance(ckpt, dict) and all(
+            isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return dict(ckpt)
+    raise SystemExit(f'{path} is not a LocalViT release file: no "model" '
+                     'entry')
+
+
+def _module_kind(weights: Weights, prefix: str) -> str:
+    """Tell what one entry of the official ``conv.conv`` Sequential is."""
+    if prefix + 'running_mean' in weights:
+        return 'bn'
+    if prefix + 'fc.0.weight' in weights:
+        return 'se'
+    if prefix + 'conv.weight' in weights:
+        return 'eca'
+    weight = weights.get(prefix + 'weight')
+    if weight is not None and weight.dim() == 4:
+        if weight.shape[2:] == (1, 1):
+            return 'pointwise'
+        if weight.shape[1] == 1:
+            return 'depthwise'
+    raise ValueError(f'unknown module {prefix[:-1]} in the locality FFN')
+
+
+# Our name of each official module kind, by position in the FFN.
+FFN_LAYOUTS = {
+    ('pointwise', 'bn', 'depthwise', 'bn', 'pointwise', 'bn'):
+    ('fc1', 'norm1', 'dw_conv', 'norm2', 'fc2', 'norm3'),
+    ('pointwise', 'bn', 'pointwise', 'bn'): ('fc1', 'norm1', 'fc2', 'norm3'),
+}
+
+
+def map_conv_ffn(weights: Weights, src: str, dst: str) -> Weights:
+    """Map one official locality FFN ``{src}{k}.*`` onto ``{dst}{name}.*``.
+
+    Args:
+        weights (dict): All official weights.
+        src (str): Prefix of the Sequential, e.g. ``'blocks.0.conv.conv.'``.
+        dst (str): Our prefix, e.g. ``'backbone.blocks.0.ffn.'``.
+
+    Returns:
+        dict: The FFN's weights under our names, 1x1 conv kernels flattened
+        to Linear weights.
+    """
+    pattern = re.compile(re.escape(src) + r'(\d+)\.')
+    indices = sorted({
+        int(m.group(1))
+        for m in map(pattern.match, weights) if m is not None
+    })
+    kinds = [_module_kind(weights, f'{src}{i}.') for i in indices]
+    attention = [k for k in kinds if k in ('se', 'eca')]
+    plain = tuple(k for k in kinds if k not in ('se', 'eca'))
+    if plain not in FFN_LAYOUTS or len(attention) > 1 or (
+            attention and kinds[-3] not in ('se', 'eca')):
+        raise ValueError(f'{src[:-1]} has an FFN layout {kinds} that '
+                         'LocalityFeedForward cannot hold (depth-wise conv '
+                         'first?)')
+    names = iter(FFN_LAYOUTS[plain])
+    out = {}
+    for index, kind in zip(indices, kinds):
+        name = 'channel_attention' if kind in ('se', 'eca') else next(names)
+        prefix = f'{src}{index}.'
+        for key, value in weights.items():
+            if key.startswith(prefix):
+                if kind == 'pointwise':
+                    value = value.flatten(1)
+                out[dst + name + '.' + key[len(prefix):]] = value
+    return out
+
+
+@dataclass
+class Family:
+    """How to convert one family of official checkpoints.
+
+    Attributes:
+        detect: True when the weights belong to the family.
+        convert: Official weights -> our ``backbone.*`` / ``head.*`` weights.
+        arch: Our weights -> the matching ``arch`` name, or None.
+        describe: Official weights -> a one-line account of their shapes.
+    """
+    detect: Callable[[Weights], bool]
+    convert: Callable[[Weights], Weights]
+    arch: Callable[[Weights], Optional[str]]
+    describe: Callable[[Weights], str]
+
+
+def _convert_head(key: str, value: torch.Tensor, out: Weights):
+    out['head.fc.' + key[len('head.'):]] = value
+
+
+def convert_localvit(weights: Weights) -> Weights:
+    """LocalViT-T/S/B and DeiT (``blocks.{i}``) -> :class:`LocalViT`."""
+    out = {}
+    ffn_prefixes = sorted({
+        m.group(0)
+        for m in map(re.compile(r'blocks\.\d+\.conv\.conv\.').match, weights)
+        if m is not None
+    })
+    for src in ffn_prefixes:
+        block = src[:-len('conv.conv.')]
+        out.update(map_conv_ffn(weights, src, f'backbone.{block}ffn.'))
+    known = re.compile(r'(cls_token|pos_embed|patch_embed\.proj\.|norm\.|'
+                       r'blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|'
+                       r'mlp\.fc1|mlp\.fc2)\.)')
+    unknown = []
+    for key, value in weights.items():
+        if key.startswith('head.'):
+            _convert_head(key, value, out)
+        elif any(key.startswith(p) for p in ffn_prefixes):
+            continue
+        elif known.match(key):
+            out['backbone.' + key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f'keys LocalViT does not hold: {unknown[:5]}'
+                         f'{" ..." if len(unknown) > 5 else ""}')
+    return out
+
+
+def describe_localvit(weights: Weights) -> str:
+    """A short account of a DeiT-layout checkpoint's shapes, for messages."""
+    dims = weights['cls_token'].shape[-1]
+    depth = 1 + max(
+        int(k.split('.')[1]) for k in weights if k.startswith('blocks.'))
+    local = [
+        i for i in range(depth) if f'blocks.{i}.conv.conv.0.weight' in weights
+    ]
+    text = f'embed dims {dims}, {depth} blocks, locality FFN in {local}'
+    if local:
+        ffn = map_conv_ffn(weights, f'blocks.{local[0]}.conv.conv.', '')
+        parts = [f'hidden {ffn["fc1.weight"].shape[0]}']
+        parts.append('dw conv' if 'dw_conv.weight' in ffn else 'no dw conv')
+        if 'channel_attention.fc.0.weight' in ffn:
+            squeezed = ffn['channel_attention.fc.0.weight'].shape[0]
+            parts.append(f'SE squeeze {squeezed}')
+        elif 'channel_attention.conv.weight' in ffn:
+            parts.append('ECA')
+        text += f' ({", ".join(parts)})'
+    return text
+
+
+def localvit_arch(converted: Weights) -> Optional[str]:
+    """The one ``LocalViT.arch_zoo`` row with exactly these keys and shapes.
+
+    Each row is built on the meta device and compared key by key (the
+    position embedding by name only: its length depends on ``img_size``).
+    """
+    from localvit_mm.models.backbones.localvit import LocalViT
+    prefix = 'backbone.'
+    shapes = {
+        k[len(prefix):]: v.shape
+        for k, v in converted.items() if k.startswith(prefix)
+    }
+    proj = shapes['patch_embed.proj.weight']
+    shapes['pos_embed'] = None
+    matches = []
+    for name in LocalViT.arch_zoo:
+        with torch.device('meta'):
+            model = LocalViT(
+                arch=name, patch_size=proj[-1], in_channels=proj[1])
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        expected['pos_embed'] = None
+        if expected == shapes:
+            matches.append(name)
+    return matches[0] if len(matches) == 1 else None
+
+
+FAMILIES: Dict[str, Family] = {
+    'LocalViT':
+    Family(
+        detect=lambda w: 'blocks.0.norm1.weight' in w and 'cls_token' in w,
+        convert=convert_localvit,
+        arch=localvit_arch,
+        describe=describe_localvit),
+}
+
+
+def convert(weights: Weights) -> Tuple[str, Weights, Optional[str]]:
+    """Official weights -> (family, our weights, arch name or None)."""
+    for family, spec in FAMILIES.items():
+        if spec.detect(weights):
+            converted = spec.convert(weights)
+            return family, converted, spec.arch(converted)
+    raise ValueError('the weights match no known family '
+                     f'({sorted(FAMILIES)}); first keys: {list(weights)[:3]}')
+
+
+def check_config(config: str, state_dict: Weights) -> Optional[object]:
+    """Refuse a config whose model does not hold exactly these weights.
+
+    Returns:
+        The config's backbone ``arch``.
+    """
+    from mmengine.config import Config
+    from mmpretrain.apis import get_model
+    cfg = Config.fromfile(config)
+    model_dict = get_model(cfg, device='cpu').state_dict()
+    missing = sorted(set(model_dict) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(model_dict))
+    shapes = [
+        f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+        for k, v in model_dict.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = [
+        f'{label}: {items[:3]}{" ..." if len(items) > 3 else ""}'
+        for label, items in (('missing', missing), ('unexpected', unexpected),
+                             ('shape (checkpoint vs config)', shapes))
+        if items
+    ]
+    if problems:
+        raise ValueError('; '.join(problems))
+    arch = cfg.model.get('backbone', {}).get('arch')
+    return arch.to_dict() if hasattr(arch, 'to_dict') else arch
+
+
+def main(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(
+        description='Convert an official LocalViT checkpoint to mmpretrain.')
+    parser.add_argument('src', help='official release file, e.g. '
+                        'localvit_t.pth')
+    parser.add_argument('dst', help='output checkpoint')
+    parser.add_argument(
+        '--config', help='config the checkpoint is meant for; refused when '
+        'its model does not hold exactly the converted weights')
+    parser.add_argument(
+        '--ema', action='store_true', help='take "model_ema", not "model"')
+    args = parser.parse_args(argv)
+
+    weights = load_official(args.src, args.ema)
+    try:
+        family, state_dict, arch = convert(weights)
+        if args.config:
+            arch = check_config(args.config, state_dict)
+        elif arch is None:
+            raise ValueError(
+                f'no {family} arch holds these weights '
+                f'({FAMILIES[family].describe(weights)}); pass --config')
+    except ValueError as e:
+        where = f' with {args.config}' if args.config else ''
+        raise SystemExit(f'cannot convert {args.src}{where}: {e}')
+    torch.save(
+        dict(
+            state_dict=state_dict,
+            meta=dict(source=args.src, family=family, arch=arch)), args.dst)
+    print(f'{args.src} ({family}, arch {arch}) -> {args.dst}: '
+          f'{len(state_dict)} tensors')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
