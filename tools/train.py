@@ -11,8 +11,12 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 
-from mmengine.config import DictAction
+# mmengine resolves 'pkg::' config paths with pkg_resources, which warns.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from mmengine.config import DictAction  # noqa: E402
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 

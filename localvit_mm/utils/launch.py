@@ -141,3 +141,6 @@ def setup_device(cfg: Config, launcher: str, amp: bool = False):
         timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get(
             'timeout', 1800)
         dist.init_process_group('gloo', timeout=timedelta(seconds=timeout))
+    if dist.get_rank() == 0:
+        print(f'CPU-only machine: distributed over {dist.get_world_size()} '
+              'processes with the gloo backend')

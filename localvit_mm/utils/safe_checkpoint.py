@@ -31,7 +31,36 @@ def _numpy_globals():
             ] + sorted(set(dtype_classes), key=str)
 
 
-SAFE_GLOBALS = [HistoryBuffer, argparse.Namespace] + _numpy_globals()
+def _history_buffer_method(owner, name):
+    """``getattr`` as a pickled ``HistoryBuffer`` uses it: only its
+    statistics methods (min, max, mean, current) may be looked up."""
+    methods = {'min', 'max', 'mean', 'current'}
+    methods.update(HistoryBuffer._statistics_methods)
+    if (owner is HistoryBuffer or isinstance(owner, HistoryBuffer)) and \
+            name in methods:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(
+        f'getattr({type(owner).__name__}, {name!r}) is not allowed')
+
+
+SAFE_GLOBALS = [
+    HistoryBuffer, argparse.Namespace,
+    (_history_buffer_method, 'builtins.getattr')
+] + _numpy_globals()
+
+
+def _unpickling_reason(message: str) -> str:
+    """The informative line of torch's long weights-only error."""
+    for line in message.splitlines():
+        if 'Unsupported global' in line:
+            return line.split('Unsupported global: ')[-1].split(
+                ' was not')[0]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line, following in zip(lines, lines[1:]):
+        if line.endswith('WeightsUnpickler error:'):
+            return following
+    return lines[-1] if lines else 'unknown reason'
+
 
 
 def safe_load(filename: str, map_location=None):
@@ -51,7 +80,7 @@ def safe_load(filename: str, map_location=None):
             return torch.load(
                 filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0]
+        reason = _unpickling_reason(str(error))
         raise UserInputError(
             f'checkpoint {filename!r} holds an object that is not known to '
             f'be safe ({reason}): only load checkpoints saved by mmengine or '

@@ -35,6 +35,7 @@ def short_run(tmp_path, name, batch_size, max_iters, extra=''):
         default_hooks = dict(
             logger=dict(interval=1),
             checkpoint=dict(interval=4, max_keep_ckpts=-1))
+        val_cfg = val_dataloader = val_evaluator = None
         randomness = dict(seed=0, deterministic=True)
         {extra}
         """)
@@ -177,15 +178,16 @@ def test_bad_inputs_fail_in_one_line_without_touching_work_dir(
 
 
 def test_test_tool_dumps_predictions(tmp_path, fashion_mnist):
-    config = short_run(tmp_path, 'cfg.py', batch_size=16, max_iters=4)
+    config = short_run(
+        tmp_path, 'cfg.py', batch_size=16, max_iters=4,
+        extra="test_dataloader = dict(dataset=dict(indices=32))")
     result = run_tool('python', 'tools/train.py', config, '--work-dir',
                       str(tmp_path / 'run'))
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / 'preds.pkl'
     result = run_tool(
         'python', 'tools/test.py', config, str(tmp_path / 'run/iter_4.pth'),
-        '--work-dir', str(tmp_path / 'test'), '--out', str(out),
-        '--cfg-options', 'test_dataloader.dataset.indices=32')
+        '--work-dir', str(tmp_path / 'test'), '--out', str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'accuracy/top1' in result.stdout + result.stderr
     import pickle
