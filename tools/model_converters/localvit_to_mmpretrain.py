@@ -259,11 +259,10 @@ def check_config(config: str, state_dict: Weights) -> Optional[object]:
     model_dict = get_model(cfg, device='cpu').state_dict()
     missing = sorted(set(model_dict) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(model_dict))
-    shapes = [
+    shapes = sorted(
         f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
         for k, v in model_dict.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
+        if k in state_dict and state_dict[k].shape != v.shape)
     problems = [
         f'{label}: {items[:3]}{" ..." if len(items) > 3 else ""}'
         for label, items in (('missing', missing), ('unexpected', unexpected),
