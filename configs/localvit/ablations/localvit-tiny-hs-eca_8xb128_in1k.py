@@ -1,0 +1,6 @@
+_base_ = '../localvit-tiny_8xb128_in1k.py'
+
+# Paper Table 2: h-swish + ECA with a sigmoid gate (74.5).
+model = dict(
+    backbone=dict(
+        ffn_cfg=dict(channel_attention=dict(type='ECA', gate='sigmoid'))))
