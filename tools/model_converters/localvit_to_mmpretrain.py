@@ -227,6 +227,73 @@ def localvit_arch(converted: Weights) -> Optional[str]:
     return matches[0] if len(matches) == 1 else None
 
 
+def convert_localvit_pvt(weights: Weights) -> Weights:
+    """LocalViT-PVT and PVT (``block{s}.{j}``) -> :class:`LocalViTPVT`.
+
+    Our keys keep the official PVT layout, so only the locality FFNs are
+    renamed and the head moved; PVT's GELU MLPs pass unchanged.
+    """
+    ffn = re.compile(r'block\d+\.\d+\.conv\.conv\.')
+    ffn_prefixes = sorted({m.group(0) for m in map(ffn.match, weights) if m})
+    out = {}
+    for src in ffn_prefixes:
+        block = src[:-len('conv.conv.')]
+        out.update(map_conv_ffn(weights, src, f'backbone.{block}ffn.'))
+    known = re.compile(r'(cls_token|pos_embed\d+|patch_embed\d+\.(proj|norm)\.|'
+                       r'norm\.|block\d+\.\d+\.(norm1|norm2|attn\.(q|kv|proj|'
+                       r'sr|norm)|mlp\.fc1|mlp\.fc2)\.)')
+    unknown = []
+    for key, value in weights.items():
+        if key.startswith('head.'):
+            _convert_head(key, value, out)
+        elif ffn.match(key):
+            continue
+        elif known.match(key):
+            out['backbone.' + key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f'keys LocalViTPVT does not hold: {unknown[:5]}'
+                         f'{" ..." if len(unknown) > 5 else ""}')
+    return out
+
+
+def describe_localvit_pvt(weights: Weights) -> str:
+    """Stage channels, depths and FFN kind of a PVT-layout checkpoint."""
+    dims = [weights[f'pos_embed{s}'].shape[-1] for s in range(1, 5)]
+    depths = [
+        len({k.split('.')[1] for k in weights if k.startswith(f'block{s}.')})
+        for s in range(1, 5)
+    ]
+    local = 'block1.0.conv.conv.0.weight' in weights
+    return (f'stage dims {dims}, depths {depths}, '
+            f'{"locality FFN" if local else "GELU MLP"}')
+
+
+def localvit_pvt_arch(converted: Weights) -> Optional[str]:
+    """The one ``LocalViTPVT.arch_zoo`` row with exactly these keys and
+    shapes (position embeddings by name only: they depend on the size)."""
+    from localvit_mm.models.backbones.localvit_pvt import LocalViTPVT
+    prefix = 'backbone.'
+    shapes = {
+        k[len(prefix):]: None if k.startswith(prefix + 'pos_embed') else v.shape
+        for k, v in converted.items() if k.startswith(prefix)
+    }
+    matches = []
+    for name in LocalViTPVT.arch_zoo:
+        with torch.device('meta'):
+            model = LocalViTPVT(
+                arch=name, with_cls_token='cls_token' in shapes,
+                final_norm='norm.weight' in shapes)
+        expected = {
+            k: None if k.startswith('pos_embed') else v.shape
+            for k, v in model.state_dict().items()
+        }
+        if expected == shapes:
+            matches.append(name)
+    return matches[0] if len(matches) == 1 else None
+
+
 FAMILIES: Dict[str, Family] = {
     'LocalViT':
     Family(
@@ -234,6 +301,12 @@ FAMILIES: Dict[str, Family] = {
         convert=convert_localvit,
         arch=localvit_arch,
         describe=describe_localvit),
+    'LocalViTPVT':
+    Family(
+        detect=lambda w: 'block1.0.norm1.weight' in w and 'pos_embed1' in w,
+        convert=convert_localvit_pvt,
+        arch=localvit_pvt_arch,
+        describe=describe_localvit_pvt),
 }
 
 

@@ -201,7 +201,8 @@ class LocalViTPVT(BaseModule):
 
         if isinstance(pretrain_img_size, int):
             pretrain_img_size = (pretrain_img_size, pretrain_img_size)
-        dpr = torch.linspace(0, drop_path_rate, sum(self.num_layers)).tolist()
+        total = sum(self.num_layers)  # linear 0 -> rate (works on meta)
+        dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.pos_shapes, stride, channels = [], 1, in_channels
         for i, (dims, depth) in enumerate(zip(self.embed_dims,
                                               self.num_layers)):
