@@ -36,7 +36,7 @@ def load_config(path: str, cfg_options: dict = None) -> Config:
         raise UserInputError(
             f'config {path!r} has default_scope={scope!r}, which these tools '
             f"do not run: use one of {', '.join(map(repr, SCOPES))}")
-    importlib.import_module(f'{scope}.utils').register_all_modules(False)
+    importlib.import_module(f'{scope}.utils').register_all_modules(True)
     return cfg
 
 

@@ -71,12 +71,13 @@ def paper_flop_handles(count_norms: bool = False):
 def model_complexity(model: torch.nn.Module,
                      shape=(224, 224),
                      count_norms: bool = False,
-                     show_table: bool = False) -> dict:
-    """Complexity of ``model`` on one (3, H, W) image, paper conventions."""
+                     show_table: bool = False,
+                     in_channels: int = 3) -> dict:
+    """Complexity of ``model`` on one (C, H, W) image, paper conventions."""
     with paper_flop_handles(count_norms), torch.no_grad():
         return get_model_complexity_info(
             model.eval(),
-            input_shape=(3, *shape),
+            input_shape=(in_channels, *shape),
             show_table=show_table,
             show_arch=False)
 

@@ -1,0 +1,132 @@
+"""Compare classification runs side by side: top-1 on the full test split,
+parameters, MACs, inference img/s, and a PNG of the validation curves.
+
+    python tools/analysis_tools/quickstart_report.py WORK_DIR [WORK_DIR ...] \
+        [--out curves.png] [--json report.json]
+
+Each WORK_DIR is a finished ``tools/train.py`` run (its config dump, its
+``last_checkpoint`` and its ``vis_data/scalars.json`` are read).
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import time
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+import torch  # noqa: E402
+from get_flops import model_complexity  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from localvit_mm.utils import (latest_checkpoint, load_config,  # noqa: E402
+                               register_safe_checkpoint_loader)
+
+
+def read_run(work_dir):
+    """Config path, checkpoint and validation curve of a finished run."""
+    configs = sorted(glob.glob(osp.join(work_dir, '*.py')))
+    checkpoint = latest_checkpoint(work_dir)
+    if not configs or checkpoint is None:
+        raise SystemExit(f'error: {work_dir} holds no finished run (config '
+                         'dump and last_checkpoint): train it first')
+    curve = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*/vis_data/scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'accuracy/top1' in record:
+                    curve.append((record['step'], record['accuracy/top1']))
+    return configs[0], checkpoint, curve
+
+
+def test_top1(model, cfg):
+    """Top-1 (%) on the whole test split (no ``indices`` subset)."""
+    loader_cfg = cfg.test_dataloader
+    loader_cfg.dataset.pop('indices', None)
+    loader_cfg.persistent_workers = False
+    loader = Runner.build_dataloader(loader_cfg)
+    correct = total = 0
+    with torch.no_grad():
+        for data in loader:
+            for sample in model.test_step(data):
+                correct += int(sample.pred_label == sample.gt_label)
+                total += 1
+    return 100. * correct / total, total
+
+
+def images_per_second(model, shape, batch_size=256, repeats=3):
+    """Median inference throughput on a batch of random images."""
+    inputs = torch.randn(batch_size, *shape)
+    times = []
+    with torch.no_grad():
+        model(inputs, mode='tensor')  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(inputs, mode='tensor')
+            times.append(time.perf_counter() - start)
+    return batch_size / sorted(times)[len(times) // 2]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('work_dirs', nargs='+', help='finished runs')
+    parser.add_argument('--out', help='PNG of the validation curves')
+    parser.add_argument('--json', help='write the table as JSON too')
+    args = parser.parse_args()
+
+    from mmpretrain.apis import init_model
+    register_safe_checkpoint_loader()
+    rows = []
+    for work_dir in args.work_dirs:
+        config, checkpoint, curve = read_run(work_dir)
+        cfg = load_config(config)
+        model = init_model(cfg, checkpoint, device='cpu').eval()
+        backbone = cfg.model.backbone
+        shape = (backbone.get('in_channels', 3), *[backbone.img_size] * 2)
+        top1, num_images = test_top1(model, cfg)
+        rows.append(
+            dict(
+                name=osp.basename(osp.normpath(work_dir)),
+                arch=backbone.arch,
+                top1=top1,
+                test_images=num_images,
+                params=sum(p.numel() for p in model.parameters()),
+                macs=model_complexity(
+                    model, shape[1:], in_channels=shape[0])['flops'],
+                img_per_s=images_per_second(model, shape),
+                curve=curve))
+
+    header = f"{'model':<16}{'top-1 (%)':>10}{'params':>12}{'MACs':>10}" \
+             f"{'img/s':>9}"
+    print(header + '\n' + '-' * len(header))
+    for row in rows:
+        print(f"{row['name']:<16}{row['top1']:>10.2f}"
+              f"{row['params'] / 1e6:>11.3f}M{row['macs'] / 1e6:>9.1f}M"
+              f"{row['img_per_s']:>9.0f}")
+    print(f"top-1 on all {rows[0]['test_images']} test images; img/s: "
+          f'inference, batch 256, {torch.get_num_threads()} threads')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=2)
+    if args.out:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for row in rows:
+            steps, accs = zip(*row['curve']) if row['curve'] else ((), ())
+            ax.plot(steps, accs, marker='o', label=row['name'])
+        ax.set_xlabel('iteration')
+        ax.set_ylabel('validation top-1 (%)')
+        ax.set_title('Fashion-MNIST, same budget')
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.out, dpi=120)
+        print(f'curves: {args.out}')
+
+
+if __name__ == '__main__':
+    main()
