@@ -177,6 +177,29 @@ def test_bad_inputs_fail_in_one_line_without_touching_work_dir(
     assert tree_digest(used_work_dir) == before
 
 
+def test_slurm_train_on_cpu_tasks(tmp_path, fashion_mnist):
+    """tools/slurm_train.sh through a local stand-in for srun, two tasks."""
+    config = short_run(tmp_path, 'cfg.py', batch_size=8, max_iters=2)
+    record = tmp_path / 'srun_args'
+    result = run_tool(
+        'bash', 'tools/slurm_train.sh', 'cpu', 'lenet', config, '--work-dir',
+        str(tmp_path / 'run'),
+        env={
+            'PATH': osp.join(REPO, 'tests/helpers/fake_slurm') + os.pathsep +
+            os.environ['PATH'],
+            'GPUS': '2', 'GPUS_PER_NODE': '2', 'GRES': '',
+            'SRUN_RECORD': str(record), 'MASTER_ADDR': '127.0.0.1',
+            'MASTER_PORT': '29519'
+        })
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = record.read_text().split()
+    assert args[:3] == ['-p', 'cpu', '--job-name=lenet']
+    assert '--ntasks=2' in args and '--launcher' in args
+    assert 'distributed over 2 processes with the gloo backend' in \
+        result.stdout
+    assert len(json.loads((tmp_path / 'run/losses.json').read_text())) == 2
+
+
 def test_test_tool_dumps_predictions(tmp_path, fashion_mnist):
     config = short_run(
         tmp_path, 'cfg.py', batch_size=16, max_iters=4,
@@ -186,8 +209,9 @@ def test_test_tool_dumps_predictions(tmp_path, fashion_mnist):
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / 'preds.pkl'
     result = run_tool(
-        'python', 'tools/test.py', config, str(tmp_path / 'run/iter_4.pth'),
-        '--work-dir', str(tmp_path / 'test'), '--out', str(out))
+        'bash', 'tools/dist_test.sh', config, str(tmp_path / 'run/iter_4.pth'),
+        '2', '--work-dir', str(tmp_path / 'test'), '--out', str(out),
+        env={'PORT': '29518'})
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'accuracy/top1' in result.stdout + result.stderr
     import pickle
