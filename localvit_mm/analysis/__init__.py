@@ -1,0 +1,7 @@
+from .complexity import (ELEMENTWISE_OPS, NORM_OPS, model_complexity,
+                         paper_flop_handles, sdpa_flop_jit)
+
+__all__ = [
+    'ELEMENTWISE_OPS', 'NORM_OPS', 'model_complexity', 'paper_flop_handles',
+    'sdpa_flop_jit'
+]
