@@ -8,7 +8,8 @@ _base_ = [
     '_base_/default_runtime.py',
 ]
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['localvit_mm.models'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['localvit_mm.models'], allow_failed_imports=False)
 
 # The classifier reads the normalized class token of stage 4.
 model = dict(

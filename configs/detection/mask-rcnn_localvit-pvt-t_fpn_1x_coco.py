@@ -12,7 +12,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 default_scope = 'mmdet'
-custom_imports = dict(imports=['localvit_mm.models'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['localvit_mm.models'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/localvit-pvt-t_in1k.pth'
 model = dict(

@@ -8,7 +8,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 default_scope = 'mmdet'
-custom_imports = dict(imports=['localvit_mm.models'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['localvit_mm.models'], allow_failed_imports=False)
 
 image_size = (128, 128)
 model = dict(

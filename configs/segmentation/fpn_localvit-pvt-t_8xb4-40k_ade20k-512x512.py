@@ -16,7 +16,8 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_40k.py',
 ]
 default_scope = 'mmseg'
-custom_imports = dict(imports=['localvit_mm.models'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['localvit_mm.models'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 pretrained = 'checkpoints/localvit-pvt-t_in1k.pth'

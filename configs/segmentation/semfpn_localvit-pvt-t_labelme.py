@@ -7,7 +7,8 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
 ]
 default_scope = 'mmseg'
-custom_imports = dict(imports=['localvit_mm.models'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['localvit_mm.models'], allow_failed_imports=False)
 
 image_size = (256, 256)
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -60,7 +61,8 @@ train_dataloader = dict(
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         dataset,
-        data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
+        data_prefix=dict(
+            img_path='img_dir/train', seg_map_path='ann_dir/train'),
         pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1,
@@ -74,7 +76,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-max_iters = 40
+max_iters = 60
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
@@ -84,9 +86,9 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01),
     clip_grad=dict(max_norm=10.))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=10),
     dict(
-        type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=5,
+        type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=10,
         end=max_iters)
 ]
 default_hooks = dict(

@@ -8,9 +8,9 @@ masks, and five street video frames with background / car / track masks.
   (the 12 polygon instances, the unused ``_background_`` category dropped and
   categories renumbered from 1).
 * ``data/labelme_seg``: ``img_dir/{train,val}`` and ``ann_dir/{train,val}``
-  with single-channel label PNGs in one merged label space (:data:`SEG_CLASSES`,
-  255 = ignore). The three photos and the first three frames train, the last
-  two frames validate.
+  with single-channel label PNGs in one merged label space
+  (:data:`SEG_CLASSES`, 255 = ignore). The three photos and the first three
+  frames train, the last two frames validate.
 
     python tools/data/prepare_labelme.py [--out data]
 
@@ -100,7 +100,8 @@ def prepare_seg(sdist, out):
             for name in images:
                 stem = osp.splitext(name)[0]
                 split = 'val' if stem in VAL_FRAMES else 'train'
-                mask = np.asarray(Image.open(osp.join(src, 'ann', stem + '.png')))
+                mask = np.asarray(
+                    Image.open(osp.join(src, 'ann', stem + '.png')))
                 for sub in ('img_dir', 'ann_dir'):
                     os.makedirs(osp.join(out, sub, split + '.tmp'),
                                 exist_ok=True)

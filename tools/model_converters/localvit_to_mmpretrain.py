@@ -239,9 +239,9 @@ def convert_localvit_pvt(weights: Weights) -> Weights:
     for src in ffn_prefixes:
         block = src[:-len('conv.conv.')]
         out.update(map_conv_ffn(weights, src, f'backbone.{block}ffn.'))
-    known = re.compile(r'(cls_token|pos_embed\d+|patch_embed\d+\.(proj|norm)\.|'
-                       r'norm\.|block\d+\.\d+\.(norm1|norm2|attn\.(q|kv|proj|'
-                       r'sr|norm)|mlp\.fc1|mlp\.fc2)\.)')
+    known = re.compile(r'(cls_token|pos_embed\d+|patch_embed\d+\.(proj|norm)'
+                       r'\.|norm\.|block\d+\.\d+\.(norm1|norm2|attn\.(q|kv|'
+                       r'proj|sr|norm)|mlp\.fc1|mlp\.fc2)\.)')
     unknown = []
     for key, value in weights.items():
         if key.startswith('head.'):
@@ -276,7 +276,7 @@ def localvit_pvt_arch(converted: Weights) -> Optional[str]:
     from localvit_mm.models.backbones.localvit_pvt import LocalViTPVT
     prefix = 'backbone.'
     shapes = {
-        k[len(prefix):]: None if k.startswith(prefix + 'pos_embed') else v.shape
+        k[len(prefix):]: None if 'pos_embed' in k else v.shape
         for k, v in converted.items() if k.startswith(prefix)
     }
     matches = []

@@ -136,7 +136,8 @@ class LocalViTPVT(BaseModule):
             ``norm_cfg=dict(type='BN', requires_grad=False)`` in ``ffn_cfg``
             BN is fully frozen. Defaults to False.
         with_cp (bool): Activation checkpointing of the blocks (saves memory,
-            costs a second forward). Defaults to False.
+            costs a second forward, which also updates the FFN's BatchNorm
+            statistics a second time). Defaults to False.
         init_cfg (dict | list[dict], optional): Initialization config, e.g.
             ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
             Defaults to None.
@@ -258,8 +259,9 @@ class LocalViTPVT(BaseModule):
         keys = ('embed_dims', 'num_layers', 'num_heads', 'mlp_ratios',
                 'sr_ratios')
         if len({len(cfg[k]) for k in keys}) != 1:
-            raise ValueError('per-stage settings differ in length: ' + ', '.join(
-                f'{k}={list(cfg[k])}' for k in keys))
+            settings = ', '.join(f'{k}={list(cfg[k])}' for k in keys)
+            raise ValueError(f'per-stage settings differ in length: '
+                             f'{settings}')
         return cfg
 
     def init_weights(self):
