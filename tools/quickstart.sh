@@ -26,7 +26,7 @@ for model in localvit-tiny deit-tiny; do
   echo "== training $model with $NPROC processes ($config); log in $OUT/$model"
   rm -rf "${OUT:?}/$model"
   tools/dist_train.sh "$config" "$NPROC" --work-dir "$OUT/$model" 2>&1 |
-    grep --line-buffered -E "Iter\((train|val)\)|Error|error" |
+    grep --line-buffered -E "Iter\((train|val)\)|^Traceback|[A-Za-z]+Error: " |
     sed -u -E 's/^[0-9/]+ [0-9:]+ - mmengine - INFO - //'
 done
 echo "== trained both in $((SECONDS - START)) s; evaluating on the test split"

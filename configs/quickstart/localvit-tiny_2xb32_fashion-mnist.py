@@ -42,7 +42,7 @@ val_cfg = dict()
 test_cfg = dict()
 
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=25),
+    logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=max_iters,
         max_keep_ckpts=1))

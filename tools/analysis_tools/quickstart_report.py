@@ -41,10 +41,10 @@ def read_run(work_dir):
     return configs[0], checkpoint, curve
 
 
-def test_top1(model, cfg):
-    """Top-1 (%) on the whole test split (no ``indices`` subset)."""
+def test_top1(model, cfg, max_images=None):
+    """Top-1 (%) on the whole test split, or on its first ``max_images``."""
     loader_cfg = cfg.test_dataloader
-    loader_cfg.dataset.pop('indices', None)
+    loader_cfg.dataset.indices = max_images
     loader_cfg.persistent_workers = False
     loader = Runner.build_dataloader(loader_cfg)
     correct = total = 0
@@ -74,6 +74,12 @@ def main():
     parser.add_argument('work_dirs', nargs='+', help='finished runs')
     parser.add_argument('--out', help='PNG of the validation curves')
     parser.add_argument('--json', help='write the table as JSON too')
+    parser.add_argument(
+        '--max-test-images', type=int,
+        help='evaluate on the first N test images only (quick checks)')
+    parser.add_argument(
+        '--speed-batch', type=int, default=256,
+        help='batch size of the img/s measurement (default 256)')
     args = parser.parse_args()
 
     from mmpretrain.apis import init_model
@@ -85,7 +91,7 @@ def main():
         model = init_model(cfg, checkpoint, device='cpu').eval()
         backbone = cfg.model.backbone
         shape = (backbone.get('in_channels', 3), *[backbone.img_size] * 2)
-        top1, num_images = test_top1(model, cfg)
+        top1, num_images = test_top1(model, cfg, args.max_test_images)
         rows.append(
             dict(
                 name=osp.basename(osp.normpath(work_dir)),
@@ -95,7 +101,7 @@ def main():
                 params=sum(p.numel() for p in model.parameters()),
                 macs=model_complexity(
                     model, shape[1:], in_channels=shape[0])['flops'],
-                img_per_s=images_per_second(model, shape),
+                img_per_s=images_per_second(model, shape, args.speed_batch),
                 curve=curve))
 
     header = f"{'model':<16}{'top-1 (%)':>10}{'params':>12}{'MACs':>10}" \
@@ -105,8 +111,9 @@ def main():
         print(f"{row['name']:<16}{row['top1']:>10.2f}"
               f"{row['params'] / 1e6:>11.3f}M{row['macs'] / 1e6:>9.1f}M"
               f"{row['img_per_s']:>9.0f}")
-    print(f"top-1 on all {rows[0]['test_images']} test images; img/s: "
-          f'inference, batch 256, {torch.get_num_threads()} threads')
+    print(f"top-1 on {rows[0]['test_images']} test images; img/s: "
+          f'inference, batch {args.speed_batch}, '
+          f'{torch.get_num_threads()} threads')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=2)
