@@ -4,23 +4,21 @@
         [--show-dir DIR] [--cfg-options KEY=VALUE ...] [--launcher pytorch]
 """
 import argparse
-import os
-import os.path as osp
 import sys
 import warnings
 
 # mmengine resolves 'pkg::' config paths with pkg_resources, which warns.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
-from localvit_mm.utils import (UserInputError, check_checkpoint,
-                               check_data_roots, load_config,
-                               register_safe_checkpoint_loader, setup_device)
+from localvit_mm.utils import (  # noqa: E402
+    UserInputError, add_launch_args, check_checkpoint, check_data_roots,
+    load_config, parse_launch_args, register_safe_checkpoint_loader,
+    set_work_dir, setup_device)
 
-# Per scope: the metric that dumps predictions, and how to switch drawing on.
+# Per scope: the metric that dumps the predictions.
 DUMP_METRIC = {
     'mmpretrain': 'DumpResults',
     'mmdet': 'DumpDetResults',
@@ -36,20 +34,8 @@ def parse_args():
     parser.add_argument('--out', help='dump the predictions to a .pkl file')
     parser.add_argument(
         '--show-dir', help='save images with the predictions drawn here')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, e.g. test_dataloader.batch_size=8')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launch_args(parser)
+    return parse_launch_args(parser)
 
 
 def enable_drawing(cfg, show_dir):
@@ -68,11 +54,7 @@ def merge_args(cfg, args):
     """Apply the command-line arguments to the config."""
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise UserInputError(

@@ -8,22 +8,19 @@ are used. Distributed training works with nccl on GPUs and gloo on CPUs (see
 ``tools/dist_train.sh``).
 """
 import argparse
-import os
-import os.path as osp
 import sys
 import warnings
 
 # mmengine resolves 'pkg::' config paths with pkg_resources, which warns.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
-from localvit_mm.utils import (UserInputError, check_checkpoint,
-                               check_data_roots, latest_checkpoint,
-                               load_config, register_safe_checkpoint_loader,
-                               setup_device)
+from localvit_mm.utils import (  # noqa: E402
+    UserInputError, add_launch_args, check_checkpoint, check_data_roots,
+    latest_checkpoint, load_config, parse_launch_args,
+    register_safe_checkpoint_loader, set_work_dir, setup_device)
 
 
 def parse_args():
@@ -48,30 +45,14 @@ def parse_args():
         action='store_true',
         help='scale the lr with the real batch size (auto_scale_lr in the '
         'config gives the base batch size)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, e.g. train_cfg.max_iters=100')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launch_args(parser)
+    return parse_launch_args(parser)
 
 
 def merge_args(cfg, args):
     """Apply the command-line arguments to the config."""
     cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:

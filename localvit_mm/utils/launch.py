@@ -8,13 +8,44 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 
 from .errors import UserInputError
 from .safe_checkpoint import safe_load
 
 SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def add_launch_args(parser):
+    """The arguments train.py and test.py share: overrides and launcher."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. train_cfg.max_iters=100')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launch_args(parser):
+    """Parse the arguments; export LOCAL_RANK for the older launchers."""
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def set_work_dir(cfg: Config, work_dir: str, config_path: str):
+    """``--work-dir``, else the config's, else work_dirs/CONFIG_NAME."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
 
 
 def load_config(path: str, cfg_options: dict = None) -> Config:
