@@ -15,12 +15,13 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
+from ..deploy import DeployMixin
 from ..layers import (LocalityFeedForward, LocalViTBlock, lattice_to_tokens,
                       tokens_to_lattice)
 
 FFN_KEYS = {
     'act_cfg', 'channel_attention', 'kernel_size', 'with_dw_conv', 'norm_cfg',
-    'mlp_ratio'
+    'mlp_ratio', 'deploy'
 }
 
 
@@ -82,7 +83,7 @@ class PatchEmbed(nn.Module):
 
 
 @MODELS.register_module()
-class LocalViT(BaseModule):
+class LocalViT(DeployMixin, BaseModule):
     """LocalViT backbone (Li et al., 2021, arXiv 2104.05707), DeiT layout.
 
     A ViT whose feed-forward is the locality FFN (1x1 conv, depth-wise conv,
@@ -123,8 +124,10 @@ class LocalViT(BaseModule):
             ``ffn_cfg`` and none otherwise. Defaults to None.
         ffn_cfg (dict, optional): Overrides of the arch's FFN options:
             ``act_cfg``, ``channel_attention``, ``kernel_size``,
-            ``with_dw_conv``, ``norm_cfg`` and ``mlp_ratio`` (the expansion
-            ratio of every block's feed-forward). Defaults to None.
+            ``with_dw_conv``, ``norm_cfg``, ``mlp_ratio`` (the expansion
+            ratio of every block's feed-forward) and ``deploy`` (build the
+            BatchNorm-free form of :meth:`switch_to_deploy`). Defaults to
+            None.
         drop_rate (float): Dropout after the position embedding.
             Defaults to 0.
         drop_path_rate (float): Stochastic depth, linear from 0 over depth;

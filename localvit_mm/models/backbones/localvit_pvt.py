@@ -19,6 +19,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
+from ..deploy import DeployMixin
 from ..layers import LocalViTBlock, tokens_to_lattice
 
 
@@ -83,7 +84,7 @@ _DEPTHS = dict(
 
 
 @MODELS.register_module()
-class LocalViTPVT(BaseModule):
+class LocalViTPVT(DeployMixin, BaseModule):
     """LocalViT-PVT backbone and its PVT baselines (locality off).
 
     A four-stage pyramid (strides 4/8/16/32) for classification, detection
@@ -124,8 +125,9 @@ class LocalViTPVT(BaseModule):
             Defaults to 0.1.
         ffn_cfg (dict, optional): Overrides of the locality FFN arguments
             (``norm_cfg=dict(type='SyncBN')``, ``act_cfg``...). By default it
-            uses h-swish and SE with reduction = stage channels. Defaults to
-            None.
+            uses h-swish and SE with reduction = stage channels;
+            ``deploy=True`` builds the BatchNorm-free form of
+            :meth:`switch_to_deploy`. Defaults to None.
         interpolate_mode (str): Mode of the position-embedding resize.
             Defaults to ``'bilinear'``.
         frozen_stages (int): Freeze (no grad, eval mode) the first

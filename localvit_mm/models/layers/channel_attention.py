@@ -27,9 +27,12 @@ class SELayer(nn.Module):
             nn.Linear(channels, squeezed), nn.ReLU(inplace=True),
             nn.Linear(squeezed, channels), nn.Hardsigmoid(inplace=True))
 
+    def channel_weights(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, C) channel means -> (B, C) channel weights."""
+        return self.fc(pooled)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.fc(x.mean((2, 3)))
-        return x * weight[:, :, None, None]
+        return x * self.channel_weights(x.mean((2, 3)))[:, :, None, None]
 
 
 class ECALayer(nn.Module):
@@ -52,10 +55,12 @@ class ECALayer(nn.Module):
         self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
         self.gate = GATES[gate]
 
+    def channel_weights(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, C) channel means -> (B, C) channel weights."""
+        return self.gate(self.conv(pooled[:, None, :]))[:, 0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = x.mean((2, 3))[:, None, :]
-        weight = self.gate(self.conv(pooled))[:, 0]
-        return x * weight[:, :, None, None]
+        return x * self.channel_weights(x.mean((2, 3)))[:, :, None, None]
 
 
 def build_channel_attention(cfg, channels: int) -> nn.Module:

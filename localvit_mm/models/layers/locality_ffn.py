@@ -1,13 +1,28 @@
 """The locality feed-forward of LocalViT (Li et al., 2021, Sec. 3)."""
+from types import SimpleNamespace
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .channel_attention import build_channel_attention
+from .fast_ffn import (GatedProjection, NormActConv, activate,
+                       activation_code, bn_scale_shift, bn_train_args,
+                       is_batch_stat_bn, is_foldable)
 from .lattice import lattice_to_tokens, tokens_to_lattice
+
+
+def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor],
+            norm: _BatchNorm):
+    """Weight and bias of ``norm(layer(x))`` for a linear layer (Linear or
+    conv, output channels first) and an eval-mode BatchNorm after it."""
+    scale, shift = bn_scale_shift(norm)
+    weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
+    return weight, shift if bias is None else bias * scale + shift
 
 
 class LocalityFeedForward(BaseModule):
@@ -20,7 +35,12 @@ class LocalityFeedForward(BaseModule):
         -> SE / ECA -> 1x1 conv -> BN
 
     The 1x1 convolutions run as ``nn.Linear`` on the (B, N, C) tokens and the
-    rest on a channels-last view of them, so no layout copy is made.
+    depth-wise conv on a channels-last view of them, so no layout copy is
+    made. With BatchNorm and a ReLU-family or h-swish activation the forward
+    takes a fused path (:mod:`.fast_ffn`): in eval mode the BatchNorms fold
+    on the fly into the weights before them; in training only the two BN
+    inputs are kept for the backward pass. Other norms or activations run
+    the plain composition of the modules (:meth:`conv_ffn`).
 
     Args:
         embed_dims (int): Token channels ``d``.
@@ -35,6 +55,9 @@ class LocalityFeedForward(BaseModule):
             or ``dict(type='ECA', gate='sigmoid' | 'hsigmoid')``. Defaults to
             None.
         norm_cfg (dict): Norm of the three BN slots. Defaults to BN.
+        deploy (bool): Build the inference form that
+            :meth:`switch_to_deploy` produces: no BatchNorm, biases on
+            ``fc1``, ``dw_conv`` and ``fc2``. Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -46,28 +69,37 @@ class LocalityFeedForward(BaseModule):
                  act_cfg: dict = dict(type='HSwish'),
                  channel_attention: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN'),
+                 deploy: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         hidden = int(embed_dims * expansion_ratio)
-        self.fc1 = nn.Linear(embed_dims, hidden, bias=False)
-        self.norm1 = build_norm_layer(norm_cfg, hidden)[1]
+        self.deploy = deploy
+        self.with_dw_conv = with_dw_conv
+
+        def norm(channels):
+            return nn.Identity() if deploy else build_norm_layer(
+                norm_cfg, channels)[1]
+
+        self.fc1 = nn.Linear(embed_dims, hidden, bias=deploy)
+        self.norm1 = norm(hidden)
         self.act1 = build_activation_layer(act_cfg)
         if with_dw_conv:
             self.dw_conv = nn.Conv2d(
                 hidden, hidden, kernel_size, padding=kernel_size // 2,
-                groups=hidden, bias=False)
-            self.norm2 = build_norm_layer(norm_cfg, hidden)[1]
+                groups=hidden, bias=deploy)
+            self.norm2 = norm(hidden)
             self.act2 = build_activation_layer(act_cfg)
         else:
             self.dw_conv = self.norm2 = self.act2 = nn.Identity()
         self.channel_attention = build_channel_attention(
             channel_attention, hidden)
-        self.fc2 = nn.Linear(hidden, embed_dims, bias=False)
-        self.norm3 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.fc2 = nn.Linear(hidden, embed_dims, bias=deploy)
+        self.norm3 = norm(embed_dims)
 
     def conv_ffn(self, tokens: torch.Tensor,
                  hw_shape: Sequence[int]) -> torch.Tensor:
-        """The nine-step conv FFN on image tokens (B, H*W, C)."""
+        """The nine-step conv FFN on image tokens (B, H*W, C), module by
+        module (no residual)."""
         x = tokens_to_lattice(self.fc1(tokens), hw_shape)
         x = self.act1(self.norm1(x))
         x = self.act2(self.norm2(self.dw_conv(x)))
@@ -87,7 +119,159 @@ class LocalityFeedForward(BaseModule):
                 embedding; non-square lattices work.
             num_extra_tokens (int): Leading tokens that bypass the FFN.
         """
-        extra, tokens = x.split(
-            [num_extra_tokens, x.shape[1] - num_extra_tokens], dim=1)
-        tokens = tokens + self.conv_ffn(tokens, hw_shape)
-        return torch.cat([extra, tokens], dim=1) if num_extra_tokens else tokens
+        H, W = hw_shape
+        num_tokens = x.shape[1] - num_extra_tokens
+        if num_tokens != H * W:
+            raise ValueError(f'{num_tokens} tokens do not fill a {H}x{W} '
+                             'lattice')
+        extra, tokens = x.split([num_extra_tokens, num_tokens], dim=1)
+        path = self._fused_path()
+        if path == 'folded':
+            return self._forward_folded(x, extra, tokens, hw_shape)
+        if path == 'batch_stats':
+            out = self._forward_batch_stats(tokens, hw_shape)
+        else:
+            out = tokens + self.conv_ffn(tokens, hw_shape)
+        return torch.cat([extra, out], dim=1) if num_extra_tokens else out
+
+    def _fused_path(self) -> Optional[str]:
+        """'folded', 'batch_stats' or None (plain module composition)."""
+        code = activation_code(self.act1)
+        ca = self.channel_attention
+        if code is None or not (isinstance(ca, nn.Identity)
+                                or hasattr(ca, 'channel_weights')):
+            return None
+        if self.with_dw_conv and activation_code(self.act2) != code:
+            return None
+        if self.deploy:
+            return 'folded'
+        inner = [self.norm1, self.norm2] if self.with_dw_conv else \
+            [self.norm1]
+        if all(map(is_foldable, inner + [self.norm3])):
+            return 'folded'
+        if all(map(is_batch_stat_bn, inner)) and \
+                isinstance(self.norm3, _BatchNorm):
+            return 'batch_stats'
+        return None
+
+    def folded_params(self):
+        """(fc1 weight, bias, dw weight, bias, fc2 weight, bias) with every
+        BatchNorm folded in (dw entries None without the conv)."""
+        cw = cb = None
+        if self.deploy:
+            if self.with_dw_conv:
+                cw, cb = self.dw_conv.weight, self.dw_conv.bias
+            return (self.fc1.weight, self.fc1.bias, cw, cb, self.fc2.weight,
+                    self.fc2.bias)
+        w1, b1 = fold_bn(self.fc1.weight, self.fc1.bias, self.norm1)
+        if self.with_dw_conv:
+            cw, cb = fold_bn(self.dw_conv.weight, self.dw_conv.bias,
+                             self.norm2)
+        w2, b2 = fold_bn(self.fc2.weight, self.fc2.bias, self.norm3)
+        return w1, b1, cw, cb, w2, b2
+
+    def _forward_folded(self, x, extra, tokens, hw_shape):
+        """Eval / deploy path: three matmul-like ops with their biases,
+        activations and the channel gate in place when no grad is needed."""
+        B, N, C = tokens.shape
+        code = activation_code(self.act1)
+        inplace = not torch.is_grad_enabled()
+        w1, b1, cw, cb, w2, b2 = self.folded_params()
+        h = activate(torch.addmm(b1, tokens.reshape(B * N, C), w1.t()),
+                     code, inplace)
+        if cw is not None:
+            lattice = h.view(B, *hw_shape, -1).permute(0, 3, 1, 2)
+            h = F.conv2d(lattice, cw, cb, padding=cw.shape[-1] // 2,
+                         groups=cw.shape[0])
+            h = activate(lattice_to_tokens(h).reshape(B * N, -1), code,
+                         inplace)
+        if not isinstance(self.channel_attention, nn.Identity):
+            h = h.view(B, N, -1)
+            gate = self.channel_attention.channel_weights(h.mean(1))[:, None]
+            h = (h.mul_(gate) if inplace else h * gate).view(B * N, -1)
+        z = torch.addmm(b2, h, w2.t()).view(B, N, C)
+        if extra.shape[1] == 0:
+            return z.add_(tokens)
+        if inplace:  # write into the output instead of concatenating
+            out = torch.empty_like(x)
+            out[:, :extra.shape[1]] = extra
+            torch.add(z, tokens, out=out[:, extra.shape[1]:])
+            return out
+        return torch.cat([extra, z.add_(tokens)], dim=1)
+
+    def _forward_batch_stats(self, tokens, hw_shape):
+        """Training path (BN with batch statistics) that keeps only the BN
+        inputs of the hidden layers for the backward pass."""
+        B, N, C = tokens.shape
+        code = activation_code(self.act1)
+        h = F.linear(tokens.reshape(B * N, C), self.fc1.weight,
+                     self.fc1.bias)
+        dw = self.with_dw_conv
+        outs = NormActConv.apply(
+            h, code, (B, *hw_shape), *bn_train_args(self.norm1),
+            self.dw_conv.weight if dw else None,
+            *bn_train_args(self.norm2 if dw else None))
+        if not dw:
+            a, scale, shift = outs
+            source = h
+        else:
+            a, source, scale, shift = outs
+        a = a.view(B, N, -1)
+        gate = None
+        if not isinstance(self.channel_attention, nn.Identity):
+            gate = self.channel_attention.channel_weights(a.mean(1))
+        z = GatedProjection.apply(a, gate, self.fc2.weight, source, scale,
+                                  shift, code)
+        z = self.norm3(z.view(B * N, C, 1, 1)).view(B, N, C)
+        return tokens + z
+
+    @torch.no_grad()
+    def switch_to_deploy(self):
+        """Fold the three BatchNorms into ``fc1``, ``dw_conv`` and ``fc2``
+        (running statistics, computed in float64) for inference."""
+        if self.deploy:
+            return
+        norms = [self.norm1, self.norm3] + ([self.norm2]
+                                            if self.with_dw_conv else [])
+        if not all(isinstance(n, _BatchNorm) and n.running_mean is not None
+                   for n in norms):
+            raise ValueError('switch_to_deploy folds BatchNorm with running '
+                             'statistics only, not '
+                             f'{sorted({type(n).__name__ for n in norms})}')
+        for name in ('fc1', 'dw_conv', 'fc2'):
+            if name == 'dw_conv' and not self.with_dw_conv:
+                continue
+            layer = getattr(self, name)
+            norm = getattr(self, {'fc1': 'norm1', 'dw_conv': 'norm2',
+                                  'fc2': 'norm3'}[name])
+            weight, bias = fold_bn(
+                layer.weight.double(),
+                None if layer.bias is None else layer.bias.double(),
+                _float64_bn(norm))
+            if isinstance(layer, nn.Linear):
+                new = nn.Linear(layer.in_features, layer.out_features)
+            else:
+                new = nn.Conv2d(layer.in_channels, layer.out_channels,
+                                layer.kernel_size, padding=layer.padding,
+                                groups=layer.groups)
+            new.to(device=layer.weight.device, dtype=layer.weight.dtype)
+            new.weight.copy_(weight)
+            new.bias.copy_(bias)
+            setattr(self, name, new)
+        self.norm1 = nn.Identity()
+        self.norm3 = nn.Identity()
+        if self.with_dw_conv:
+            self.norm2 = nn.Identity()
+        self.deploy = True
+
+
+def _float64_bn(norm: _BatchNorm) -> SimpleNamespace:
+    """A BatchNorm's parameters and statistics in float64, for folding."""
+
+    def double(t):
+        return None if t is None else t.double()
+
+    return SimpleNamespace(
+        eps=norm.eps, running_mean=double(norm.running_mean),
+        running_var=double(norm.running_var), weight=double(norm.weight),
+        bias=double(norm.bias))

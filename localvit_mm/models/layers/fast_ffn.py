@@ -1,0 +1,263 @@
+"""Fused kernels of the locality feed-forward (same function, fewer passes).
+
+On the CPU, most of the locality FFN's time outside the two matrix
+multiplies goes to element-wise passes over the hidden tensor and to fresh
+allocations of it (page faults of new memory cost more than the arithmetic).
+Two ways to avoid them, both numerically the same function as the plain
+composition of modules:
+
+* Eval mode (and deploy mode): every BatchNorm is an affine map, folded on
+  the fly into the weights of the matrix multiply or convolution before it
+  (:func:`bn_scale_shift`), activations and the channel gate run in place.
+* Training with batch statistics: two autograd functions,
+  :class:`NormActConv` and :class:`GatedProjection`, keep only the inputs of
+  the two BatchNorms for the backward pass and recompute the cheap
+  element-wise results from them, so the FFN saves two hidden-sized tensors
+  (as a plain MLP does) instead of seven.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn.bricks import HSwish
+from torch.autograd.function import once_differentiable
+from torch.nn.modules.batchnorm import _BatchNorm
+
+aten = torch.ops.aten
+
+# Activation module types -> code of the fused kernels.
+ACTIVATIONS = {nn.Hardswish: 'hswish', HSwish: 'hswish', nn.ReLU6: 'relu6',
+               nn.ReLU: 'relu'}
+
+
+def activation_code(module: nn.Module) -> Optional[str]:
+    """The fused-kernel code of an activation module, None if unknown."""
+    return ACTIVATIONS.get(type(module))
+
+
+def activate(x: torch.Tensor, code: str, inplace: bool) -> torch.Tensor:
+    """h-swish / ReLU6 / ReLU, in place when allowed."""
+    if code == 'hswish':
+        return F.hardswish(x, inplace=inplace)
+    if code == 'relu6':
+        return F.hardtanh(x, 0., 6., inplace=inplace)
+    return F.relu(x, inplace=inplace)
+
+
+def activation_backward(grad: torch.Tensor, x: torch.Tensor,
+                        code: str) -> torch.Tensor:
+    """Gradient through the activation, given its input ``x`` (a recomputed
+    temporary, overwritten where the op has an in-place form)."""
+    if code == 'hswish':  # no true out= kernel: a copy would cost a pass
+        return aten.hardswish_backward(grad, x)
+    if code == 'relu6':
+        return aten.hardtanh_backward.grad_input(grad, x, 0., 6.,
+                                                 grad_input=x)
+    return aten.threshold_backward.grad_input(grad, x, 0., grad_input=x)
+
+
+def bn_scale_shift(norm: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (scale, shift) of an eval-mode BatchNorm:
+    ``norm(x) == x * scale + shift``."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    shift = -norm.running_mean * scale
+    if norm.weight is not None:
+        scale = scale * norm.weight
+        shift = shift * norm.weight + norm.bias
+    return scale, shift
+
+
+def is_foldable(norm: nn.Module) -> bool:
+    """A BatchNorm that normalizes with its running statistics."""
+    return isinstance(norm, _BatchNorm) and not norm.training and \
+        norm.running_mean is not None
+
+
+def is_batch_stat_bn(norm: nn.Module) -> bool:
+    """A single-process BatchNorm that normalizes with batch statistics.
+
+    SyncBN in a distributed run is left out: its statistics need the other
+    processes, which only its own forward gathers.
+    """
+    if not isinstance(norm, _BatchNorm) or not (norm.training or
+                                                norm.running_mean is None):
+        return False
+    if isinstance(norm, nn.SyncBatchNorm):
+        return not (torch.distributed.is_available()
+                    and torch.distributed.is_initialized())
+    return True
+
+
+def _bn_momentum(norm: _BatchNorm) -> float:
+    """``_BatchNorm.forward``'s momentum, counting the batch as it does."""
+    momentum = 0. if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and \
+            norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:
+            momentum = 1. / float(norm.num_batches_tracked)
+    return momentum
+
+
+def _bn_args(norm: _BatchNorm):
+    """(weight, bias, running_mean, running_var, momentum, eps) for a batch
+    statistics forward; running stats only when they are tracked."""
+    track = norm.training and norm.track_running_stats
+    return (norm.weight, norm.bias, norm.running_mean if track else None,
+            norm.running_var if track else None, _bn_momentum(norm),
+            norm.eps)
+
+
+def _batch_norm(x, weight, bias, mean, var, momentum, eps):
+    """Batch-statistics BN of (M, C) rows; returns (y, mean, invstd)."""
+    return aten.native_batch_norm(x, weight, bias, mean, var, True, momentum,
+                                  eps)
+
+
+def _affine(mean, invstd, weight, bias):
+    """(scale, shift) of a normalization with the given statistics."""
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
+
+
+def _recompute_act(x, scale, shift, code):
+    """act(x * scale + shift) as a new tensor."""
+    return activate(torch.addcmul(shift, x, scale), code, inplace=True)
+
+
+def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
+                     needs):
+    """Back through act(BN(x)) with BN's output recomputed from ``x``."""
+    grad = activation_backward(grad, torch.addcmul(shift, x, scale), code)
+    mask = [needs[0], weight is not None and needs[1],
+            weight is not None and needs[2]]
+    if not any(mask):
+        return None, None, None
+    return aten.native_batch_norm_backward(grad, x, weight, None, None, mean,
+                                           invstd, True, eps, mask)
+
+
+def _lattice(tokens: torch.Tensor, shape) -> torch.Tensor:
+    """(M, C) rows of B images -> (B, C, H, W) channels-last view."""
+    B, H, W = shape
+    return tokens.view(B, H, W, -1).permute(0, 3, 1, 2)
+
+
+def _rows(lattice: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B*H*W, C) rows; a view when channels-last."""
+    return lattice.permute(0, 2, 3, 1).reshape(-1, lattice.shape[1])
+
+
+class NormActConv(torch.autograd.Function):
+    """``act(BN2(dwconv(act(BN1(x)))))`` on (M, C) rows, BN in batch mode.
+
+    Without a depth-wise conv it is ``act(BN1(x))``. Only ``x`` and the conv
+    output are kept for the backward pass; the activations are recomputed.
+    Besides the result it returns the conv output (the BN input of the last
+    stage; without conv that is ``x`` and is not returned) and the last
+    stage's (scale, shift), from which :class:`GatedProjection` recomputes
+    the result instead of keeping it.
+
+    Args of ``apply``: x, code (activation), lattice shape (B, H, W),
+    bn1 (weight, bias, running mean, running var, momentum, eps), conv
+    weight (or None), bn2 (the same six, or None).
+    """
+
+    @staticmethod
+    def forward(ctx, x, code, shape, w1, b1, rm1, rv1, mom1, eps1, conv_w,
+                w2, b2, rm2, rv2, mom2, eps2):
+        y, mean1, invstd1 = _batch_norm(x, w1, b1, rm1, rv1, mom1, eps1)
+        y = activate(y, code, inplace=True)
+        ctx.code, ctx.shape, ctx.eps = code, shape, (eps1, eps2)
+        if conv_w is None:
+            scale, shift = _affine(mean1, invstd1, w1, b1)
+            ctx.save_for_backward(x, w1, mean1, invstd1, scale, shift)
+            ctx.mark_non_differentiable(scale, shift)
+            return y, scale, shift
+        k = conv_w.shape[-1]
+        t = _rows(F.conv2d(_lattice(y, shape), conv_w, padding=k // 2,
+                           groups=conv_w.shape[0]))
+        del y
+        y, mean2, invstd2 = _batch_norm(t, w2, b2, rm2, rv2, mom2, eps2)
+        y = activate(y, code, inplace=True)
+        scale, shift = _affine(mean2, invstd2, w2, b2)
+        ctx.save_for_backward(x, w1, b1, mean1, invstd1, conv_w, t, w2,
+                              mean2, invstd2, scale, shift)
+        ctx.mark_non_differentiable(t, scale, shift)
+        return y, t, scale, shift
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, *unused):
+        code, shape = ctx.code, ctx.shape
+        needs = ctx.needs_input_grad
+        if len(ctx.saved_tensors) == 6:
+            x, w1, mean1, invstd1, scale, shift = ctx.saved_tensors
+            gx, gw1, gb1 = _bn_act_backward(
+                grad, x, w1, mean1, invstd1, ctx.eps[0], scale, shift, code,
+                (needs[0], needs[3], needs[4]))
+            return (gx, None, None, gw1, gb1) + (None, ) * 11
+        (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale,
+         shift) = ctx.saved_tensors
+        gt, gw2, gb2 = _bn_act_backward(
+            grad.contiguous(), t, w2, mean2, invstd2, ctx.eps[1], scale,
+            shift, code, (True, needs[10], needs[11]))
+        scale1, shift1 = _affine(mean1, invstd1, w1, b1)
+        y = _recompute_act(x, scale1, shift1, code)
+        k = conv_w.shape[-1]
+        gy, gconv, _ = aten.convolution_backward(
+            _lattice(gt, shape), _lattice(y, shape), conv_w, None, [1, 1],
+            [k // 2, k // 2], [1, 1], False, [0, 0], conv_w.shape[0],
+            [True, needs[9], False])
+        del y, gt
+        gx, gw1, gb1 = _bn_act_backward(
+            _rows(gy).contiguous(), x, w1, mean1, invstd1, ctx.eps[0],
+            scale1, shift1, code, (needs[0], needs[3], needs[4]))
+        return (gx, None, None, gw1, gb1, None, None, None, None, gconv, gw2,
+                gb2, None, None, None, None)
+
+
+class GatedProjection(torch.autograd.Function):
+    """``(a * gate) @ weight.T`` for (B, N, C) ``a`` and (B, C) ``gate``.
+
+    ``a`` is not kept: the backward pass recomputes it as
+    ``act(source * scale + shift)`` from the BN input ``source`` (M, C) that
+    :class:`NormActConv` keeps anyway.
+
+    Args of ``apply``: a, gate (or None), weight (D, C), source, scale,
+    shift, code (activation).
+    """
+
+    @staticmethod
+    def forward(ctx, a, gate, weight, source, scale, shift, code):
+        u = a if gate is None else a * gate[:, None]
+        ctx.code, ctx.shape = code, a.shape
+        ctx.save_for_backward(gate, weight, source, scale, shift)
+        return torch.mm(u.reshape(-1, a.shape[-1]), weight.t())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        gate, weight, source, scale, shift = ctx.saved_tensors
+        B, N, C = ctx.shape
+        grad = grad.contiguous()
+        ga = torch.mm(grad, weight).view(B, N, C)
+        u = _recompute_act(source, scale, shift, ctx.code).view(B, N, C)
+        ggate = gweight = None
+        if gate is not None:
+            if ctx.needs_input_grad[1]:
+                ggate = torch.mul(ga, u).sum(1)
+            u.mul_(gate[:, None])
+            ga.mul_(gate[:, None])
+        if ctx.needs_input_grad[2]:
+            gweight = torch.mm(grad.t(), u.view(B * N, C))
+        return ga, ggate, gweight, None, None, None, None
+
+
+def bn_train_args(norm: Optional[_BatchNorm]) -> tuple:
+    """The six BN arguments of :class:`NormActConv` (Nones if no norm)."""
+    return (None, ) * 6 if norm is None else _bn_args(norm)
