@@ -78,7 +78,7 @@ val_evaluator = dict(
     metric='bbox')
 test_evaluator = val_evaluator
 
-max_iters = 100
+max_iters = 150
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
