@@ -12,8 +12,9 @@ adjustments make it count what the paper counts:
   folds into the neighbouring conv at inference and the paper's numbers
   leave LayerNorm out too (DeiT-T 1.254G, LocalViT-T 1.266G).
 
-Element-wise ops (activations, residual adds, SE gating, pooling) are not
-counted, as in the paper; the known ones are ignored without a warning.
+Element-wise ops (activations, residual adds, SE gating, pooling, the
+on-the-fly BatchNorm folding of the eval-mode locality FFN) are not counted,
+as in the paper; the known ones are ignored without a warning.
 """
 import contextlib
 from math import prod
@@ -29,7 +30,8 @@ ELEMENTWISE_OPS = tuple(
     f'aten::{op}{suffix}' for op in ('add', 'sub', 'mul', 'div', 'hardswish',
                                      'hardsigmoid', 'hardtanh', 'relu', 'gelu',
                                      'sigmoid', 'softmax', 'mean')
-    for suffix in ('', '_')) + ('aten::upsample_bicubic2d', )
+    for suffix in ('', '_')) + ('aten::upsample_bicubic2d', 'aten::rsqrt',
+                                'aten::neg', 'aten::empty_like')
 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:

@@ -125,14 +125,16 @@ def _affine(mean, invstd, weight, bias):
 
 
 def _recompute_act(x, scale, shift, code):
-    """act(x * scale + shift) as a new tensor."""
-    return activate(torch.addcmul(shift, x, scale), code, inplace=True)
+    """act(x * scale + shift) as a new tensor of ``x``'s dtype."""
+    y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+    return activate(y, code, inplace=True)
 
 
 def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
                      needs):
     """Back through act(BN(x)) with BN's output recomputed from ``x``."""
-    grad = activation_backward(grad, torch.addcmul(shift, x, scale), code)
+    y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+    grad = activation_backward(grad.to(x.dtype), y, code)
     mask = [needs[0], weight is not None and needs[1],
             weight is not None and needs[2]]
     if not any(mask):
@@ -173,14 +175,15 @@ class NormActConv(torch.autograd.Function):
         y, mean1, invstd1 = _batch_norm(x, w1, b1, rm1, rv1, mom1, eps1)
         y = activate(y, code, inplace=True)
         ctx.code, ctx.shape, ctx.eps = code, shape, (eps1, eps2)
+        ctx.with_conv = conv_w is not None
         if conv_w is None:
             scale, shift = _affine(mean1, invstd1, w1, b1)
             ctx.save_for_backward(x, w1, mean1, invstd1, scale, shift)
             ctx.mark_non_differentiable(scale, shift)
             return y, scale, shift
         k = conv_w.shape[-1]
-        t = _rows(F.conv2d(_lattice(y, shape), conv_w, padding=k // 2,
-                           groups=conv_w.shape[0]))
+        t = _rows(F.conv2d(_lattice(y, shape), conv_w.to(y.dtype),
+                           padding=k // 2, groups=conv_w.shape[0]))
         del y
         y, mean2, invstd2 = _batch_norm(t, w2, b2, rm2, rv2, mom2, eps2)
         y = activate(y, code, inplace=True)
@@ -195,25 +198,28 @@ class NormActConv(torch.autograd.Function):
     def backward(ctx, grad, *unused):
         code, shape = ctx.code, ctx.shape
         needs = ctx.needs_input_grad
-        if len(ctx.saved_tensors) == 6:
-            x, w1, mean1, invstd1, scale, shift = ctx.saved_tensors
+        saved = ctx.saved_tensors  # unpack once (activation checkpointing)
+        if not ctx.with_conv:
+            x, w1, mean1, invstd1, scale, shift = saved
             gx, gw1, gb1 = _bn_act_backward(
                 grad, x, w1, mean1, invstd1, ctx.eps[0], scale, shift, code,
                 (needs[0], needs[3], needs[4]))
             return (gx, None, None, gw1, gb1) + (None, ) * 11
         (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale,
-         shift) = ctx.saved_tensors
+         shift) = saved
         gt, gw2, gb2 = _bn_act_backward(
-            grad.contiguous(), t, w2, mean2, invstd2, ctx.eps[1], scale,
-            shift, code, (True, needs[10], needs[11]))
+            grad, t, w2, mean2, invstd2, ctx.eps[1], scale, shift, code,
+            (True, needs[10], needs[11]))
         scale1, shift1 = _affine(mean1, invstd1, w1, b1)
         y = _recompute_act(x, scale1, shift1, code)
         k = conv_w.shape[-1]
         gy, gconv, _ = aten.convolution_backward(
-            _lattice(gt, shape), _lattice(y, shape), conv_w, None, [1, 1],
-            [k // 2, k // 2], [1, 1], False, [0, 0], conv_w.shape[0],
+            _lattice(gt, shape), _lattice(y, shape), conv_w.to(y.dtype), None,
+            [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], conv_w.shape[0],
             [True, needs[9], False])
         del y, gt
+        if gconv is not None:
+            gconv = gconv.to(conv_w.dtype)
         gx, gw1, gb1 = _bn_act_backward(
             _rows(gy).contiguous(), x, w1, mean1, invstd1, ctx.eps[0],
             scale1, shift1, code, (needs[0], needs[3], needs[4]))
@@ -234,10 +240,10 @@ class GatedProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, gate, weight, source, scale, shift, code):
-        u = a if gate is None else a * gate[:, None]
-        ctx.code, ctx.shape = code, a.shape
+        u = a if gate is None else a * gate[:, None].to(a.dtype)
+        ctx.code, ctx.shape, ctx.dtype = code, a.shape, a.dtype
         ctx.save_for_backward(gate, weight, source, scale, shift)
-        return torch.mm(u.reshape(-1, a.shape[-1]), weight.t())
+        return torch.mm(u.reshape(-1, a.shape[-1]), weight.t().to(u.dtype))
 
     @staticmethod
     @once_differentiable
@@ -245,17 +251,18 @@ class GatedProjection(torch.autograd.Function):
         gate, weight, source, scale, shift = ctx.saved_tensors
         B, N, C = ctx.shape
         grad = grad.contiguous()
-        ga = torch.mm(grad, weight).view(B, N, C)
+        ga = torch.mm(grad, weight.to(grad.dtype)).view(B, N, C)
         u = _recompute_act(source, scale, shift, ctx.code).view(B, N, C)
         ggate = gweight = None
         if gate is not None:
             if ctx.needs_input_grad[1]:
-                ggate = torch.mul(ga, u).sum(1)
-            u.mul_(gate[:, None])
-            ga.mul_(gate[:, None])
+                ggate = torch.mul(ga, u).sum(1).to(gate.dtype)
+            u.mul_(gate[:, None].to(u.dtype))
+            ga.mul_(gate[:, None].to(ga.dtype))
         if ctx.needs_input_grad[2]:
-            gweight = torch.mm(grad.t(), u.view(B * N, C))
-        return ga, ggate, gweight, None, None, None, None
+            gweight = torch.mm(grad.t(), u.view(B * N, C).to(grad.dtype))
+            gweight = gweight.to(weight.dtype)
+        return ga.to(ctx.dtype), ggate, gweight, None, None, None, None
 
 
 def bn_train_args(norm: Optional[_BatchNorm]) -> tuple:

@@ -1,0 +1,25 @@
+"""Build the model of a config of any scope (mmpretrain, mmdet, mmseg)."""
+import importlib
+
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+
+def build_model_from_config(cfg: Config):
+    """The model of ``cfg`` with freshly initialized (untrained) weights.
+
+    ``cfg`` comes from :func:`localvit_mm.utils.load_config`, which has
+    registered the modules of its ``default_scope``.
+
+    Returns:
+        nn.Module: mmpretrain's ``get_model`` result for that scope, else the
+        scope's ``MODELS.build(cfg.model)``. ``init_weights`` is not called,
+        so no pretrained file is read.
+    """
+    scope = cfg.default_scope
+    if scope == 'mmpretrain':
+        from mmpretrain.apis import get_model
+        return get_model(cfg)
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        return registry.build(cfg.model)

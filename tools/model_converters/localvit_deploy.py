@@ -1,0 +1,126 @@
+"""Fold the BatchNorms of every locality FFN of a trained model for inference.
+
+    python tools/model_converters/localvit_deploy.py CONFIG CKPT DST \
+        [--save-config DEPLOY_CONFIG]
+
+Builds the model of CONFIG (any scope), loads CKPT (safely, weights only),
+calls :func:`localvit_mm.models.switch_to_deploy` and writes the result to
+DST. Each locality FFN then holds ``fc1``, ``dw_conv`` and ``fc2`` with
+biases and no BatchNorm; the rest of the model is unchanged. Before writing,
+the deploy model is checked against the eval-mode model on random images.
+
+A deploy checkpoint loads into the deploy form of the config, which the
+backbone builds with ``ffn_cfg=dict(deploy=True)``: pass
+``--cfg-options model.backbone.ffn_cfg.deploy=True`` to ``tools/test.py`` or
+write that config with ``--save-config``.
+"""
+import argparse
+import copy
+import sys
+from typing import List, Optional
+
+import torch
+
+from localvit_mm.models import has_deploy_mode, switch_to_deploy
+from localvit_mm.models.build import build_model_from_config
+from localvit_mm.utils import load_config, safe_load
+
+KNOB = 'model.backbone.ffn_cfg.deploy'
+
+
+def deploy_config(cfg):
+    """A copy of ``cfg`` whose backbone builds the deploy form directly."""
+    cfg = copy.deepcopy(cfg)
+    backbone = cfg.model.backbone
+    backbone.ffn_cfg = dict(backbone.get('ffn_cfg') or {}, deploy=True)
+    backbone.pop('init_cfg', None)  # the deploy checkpoint holds everything
+    return cfg
+
+
+def state_dict_of(checkpoint) -> dict:
+    """The weights of an mmengine checkpoint or of a bare state dict."""
+    if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:
+        return checkpoint['state_dict']
+    return checkpoint
+
+
+def relative_error(a, b) -> float:
+    """Largest |a - b| / max|b| over the output tensors."""
+    return max(((x - y).abs().max() / y.abs().max().clamp_min(1e-12)).item()
+               for x, y in zip(_flat(a), _flat(b)))
+
+
+def _flat(out):
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, (list, tuple)):
+        for item in out:
+            yield from _flat(item)
+    elif isinstance(out, dict):
+        for item in out.values():
+            yield from _flat(item)
+
+
+def forward(model, inputs):
+    """Network outputs without pre/post-processing."""
+    with torch.no_grad():
+        if hasattr(model, 'data_preprocessor'):
+            return model(inputs, mode='tensor')
+        return model(inputs)
+
+
+def main(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(
+        description='Write the deploy (BatchNorm-folded) form of a '
+        'LocalViT checkpoint.')
+    parser.add_argument('config', help='config the checkpoint belongs to')
+    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser.add_argument('dst', help='output deploy checkpoint')
+    parser.add_argument('--save-config',
+                        help='also write the deploy config here')
+    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224],
+                        metavar=('H', 'W'),
+                        help='input size of the check (default 224 224)')
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.config)
+    model = build_model_from_config(cfg)
+    if not has_deploy_mode(model):
+        raise SystemExit(f'{args.config}: the model has no locality FFN '
+                         '(nothing to fold)')
+    state_dict = state_dict_of(safe_load(args.checkpoint, map_location='cpu'))
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise SystemExit(
+            f'{args.checkpoint} does not fit {args.config}: '
+            f'missing {sorted(missing)[:5]}, unexpected '
+            f'{sorted(unexpected)[:5]}')
+    model.eval()
+    inputs = torch.randn(2, 3, *args.shape)
+    expected = forward(model, inputs)
+    switch_to_deploy(model)
+
+    # The config knob must build a model that holds exactly these weights.
+    deploy_cfg = deploy_config(cfg)
+    check = build_model_from_config(deploy_cfg)
+    check.load_state_dict(model.state_dict(), strict=True)
+    check.eval()
+    error = relative_error(forward(check, inputs), expected)
+    if error > 1e-4:
+        raise SystemExit(f'deploy model differs from the eval model by a '
+                         f'relative {error:.2e}; nothing written')
+    torch.save(
+        dict(state_dict=model.state_dict(),
+             meta=dict(source=args.checkpoint, config=args.config,
+                       deploy=True, cfg_options={KNOB: True})), args.dst)
+    print(f'{args.checkpoint} -> {args.dst}: BatchNorms folded, largest '
+          f'relative difference to eval mode {error:.1e}')
+    if args.save_config:
+        deploy_cfg.dump(args.save_config)
+        print(f'deploy config: {args.save_config}')
+    else:
+        print(f'load it with --cfg-options {KNOB}=True')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
