@@ -8,6 +8,8 @@ adjustments make it count what the paper counts:
   has no handle for, so the two attention matmuls would be missed (0.18G of
   DeiT-T's 1.25G). :func:`sdpa_flop_jit` counts them: ``q @ k^T`` and
   ``attn @ v`` cost ``B * heads * N * M * (c_qk + c_v)`` MACs.
+* ``aten::baddbmm`` (the eval-mode locality FFN's first projection) has no
+  mmengine handle either; :func:`baddbmm_flop_jit` counts it.
 * Normalization layers are not counted unless ``count_norms``: BatchNorm
   folds into the neighbouring conv at inference and the paper's numbers
   leave LayerNorm out too (DeiT-T 1.254G, LocalViT-T 1.266G).
@@ -40,6 +42,16 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
 
 
+def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """MACs of ``aten::baddbmm`` (bias, batch1, batch2): ``b * n * k * m``.
+
+    The eval-mode locality FFN runs its first projection as one, on the
+    image tokens without copying them out of the token sequence.
+    """
+    b, n, k = get_shape(inputs[1])
+    return b * n * k * get_shape(inputs[2])[-1]
+
+
 @contextlib.contextmanager
 def paper_flop_handles(count_norms: bool = False):
     """Temporarily set the handles above in mmengine's default tables.
@@ -54,6 +66,8 @@ def paper_flop_handles(count_norms: bool = False):
     flop_table['aten::scaled_dot_product_attention'] = sdpa_flop_jit
     act_table['aten::scaled_dot_product_attention'] = \
         generic_activation_jit()
+    flop_table['aten::baddbmm'] = baddbmm_flop_jit
+    act_table['aten::baddbmm'] = generic_activation_jit()
     for op in ELEMENTWISE_OPS + NORM_OPS:
         act_table.setdefault(op, None)
         if op in ELEMENTWISE_OPS or not count_norms:

@@ -131,9 +131,12 @@ def _recompute_act(x, scale, shift, code):
 
 
 def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
-                     needs):
-    """Back through act(BN(x)) with BN's output recomputed from ``x``."""
-    y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+                     needs, scratch=None):
+    """Back through act(BN(x)) with BN's output recomputed from ``x`` (into
+    ``scratch`` when given, a free buffer of ``x``'s size)."""
+    shift, scale = shift.to(x.dtype), scale.to(x.dtype)
+    y = torch.addcmul(shift, x, scale) if scratch is None else \
+        torch.addcmul(shift, x, scale, out=scratch)
     grad = activation_backward(grad.to(x.dtype), y, code)
     mask = [needs[0], weight is not None and needs[1],
             weight is not None and needs[2]]
@@ -207,11 +210,16 @@ class NormActConv(torch.autograd.Function):
             return (gx, None, None, gw1, gb1) + (None, ) * 11
         (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale,
          shift) = saved
+        # One scratch buffer serves the three recomputations: fresh memory
+        # costs page faults on the CPU, more than the pass itself.
+        scratch = torch.empty_like(t)
         gt, gw2, gb2 = _bn_act_backward(
             grad, t, w2, mean2, invstd2, ctx.eps[1], scale, shift, code,
-            (True, needs[10], needs[11]))
+            (True, needs[10], needs[11]), scratch)
         scale1, shift1 = _affine(mean1, invstd1, w1, b1)
-        y = _recompute_act(x, scale1, shift1, code)
+        y = activate(torch.addcmul(shift1.to(x.dtype), x,
+                                   scale1.to(x.dtype), out=scratch),
+                     code, inplace=True)
         k = conv_w.shape[-1]
         gy, gconv, _ = aten.convolution_backward(
             _lattice(gt, shape), _lattice(y, shape), conv_w.to(y.dtype), None,
@@ -222,7 +230,7 @@ class NormActConv(torch.autograd.Function):
             gconv = gconv.to(conv_w.dtype)
         gx, gw1, gb1 = _bn_act_backward(
             _rows(gy).contiguous(), x, w1, mean1, invstd1, ctx.eps[0],
-            scale1, shift1, code, (needs[0], needs[3], needs[4]))
+            scale1, shift1, code, (needs[0], needs[3], needs[4]), scratch)
         return (gx, None, None, gw1, gb1, None, None, None, None, gconv, gw2,
                 gb2, None, None, None, None)
 

@@ -110,7 +110,8 @@ class LocalityFeedForward(BaseModule):
     def forward(self,
                 x: torch.Tensor,
                 hw_shape: Sequence[int],
-                num_extra_tokens: int = 1) -> torch.Tensor:
+                num_extra_tokens: int = 1,
+                inplace: bool = False) -> torch.Tensor:
         """Split off the extra tokens, update the image tokens, concatenate.
 
         Args:
@@ -118,6 +119,9 @@ class LocalityFeedForward(BaseModule):
             hw_shape (tuple[int, int]): The lattice (H, W) of the patch
                 embedding; non-square lattices work.
             num_extra_tokens (int): Leading tokens that bypass the FFN.
+            inplace (bool): The caller owns ``x``: without autograd the
+                residual is added into it (no new output tensor).
+                Defaults to False.
         """
         H, W = hw_shape
         num_tokens = x.shape[1] - num_extra_tokens
@@ -127,7 +131,7 @@ class LocalityFeedForward(BaseModule):
         extra, tokens = x.split([num_extra_tokens, num_tokens], dim=1)
         path = self._fused_path()
         if path == 'folded':
-            return self._forward_folded(x, extra, tokens, hw_shape)
+            return self._forward_folded(x, extra, tokens, hw_shape, inplace)
         if path == 'batch_stats':
             out = self._forward_batch_stats(tokens, hw_shape)
         else:
@@ -170,32 +174,39 @@ class LocalityFeedForward(BaseModule):
         w2, b2 = fold_bn(self.fc2.weight, self.fc2.bias, self.norm3)
         return w1, b1, cw, cb, w2, b2
 
-    def _forward_folded(self, x, extra, tokens, hw_shape):
-        """Eval / deploy path: three matmul-like ops with their biases,
-        activations and the channel gate in place when no grad is needed."""
+    def _forward_folded(self, x, extra, tokens, hw_shape, inplace=False):
+        """Eval / deploy path: three matmul-like ops with their biases;
+        without autograd, activations, channel gate and residual in place."""
         B, N, C = tokens.shape
+        E = extra.shape[1]
         code = activation_code(self.act1)
-        inplace = not torch.is_grad_enabled()
+        no_grad = not torch.is_grad_enabled()
         w1, b1, cw, cb, w2, b2 = self.folded_params()
-        h = activate(torch.addmm(b1, tokens.reshape(B * N, C), w1.t()),
-                     code, inplace)
+        if no_grad and E:  # batched GEMM reads the strided image tokens
+            h = torch.baddbmm(b1, tokens, w1.t().expand(B, C, -1))
+        else:
+            h = torch.addmm(b1, tokens.reshape(B * N, C), w1.t())
+        h = activate(h.view(B * N, -1), code, no_grad)
         if cw is not None:
             lattice = h.view(B, *hw_shape, -1).permute(0, 3, 1, 2)
             h = F.conv2d(lattice, cw, cb, padding=cw.shape[-1] // 2,
                          groups=cw.shape[0])
             h = activate(lattice_to_tokens(h).reshape(B * N, -1), code,
-                         inplace)
+                         no_grad)
         if not isinstance(self.channel_attention, nn.Identity):
             h = h.view(B, N, -1)
             gate = self.channel_attention.channel_weights(h.mean(1))[:, None]
-            h = (h.mul_(gate) if inplace else h * gate).view(B * N, -1)
+            h = (h.mul_(gate) if no_grad else h * gate).view(B * N, -1)
         z = torch.addmm(b2, h, w2.t()).view(B, N, C)
-        if extra.shape[1] == 0:
+        if no_grad and inplace:
+            tokens.add_(z)
+            return x
+        if E == 0:
             return z.add_(tokens)
-        if inplace:  # write into the output instead of concatenating
+        if no_grad:  # write into the output instead of concatenating
             out = torch.empty_like(x)
-            out[:, :extra.shape[1]] = extra
-            torch.add(z, tokens, out=out[:, extra.shape[1]:])
+            out[:, :E] = extra
+            torch.add(z, tokens, out=out[:, E:])
             return out
         return torch.cat([extra, z.add_(tokens)], dim=1)
 

@@ -79,6 +79,6 @@ class LocalViTBlock(BaseModule):
                 hw_shape: Sequence[int],
                 num_extra_tokens: int = 1) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        if self.with_locality:
-            return self.ffn(x, hw_shape, num_extra_tokens)
+        if self.with_locality:  # x is this block's own tensor now
+            return self.ffn(x, hw_shape, num_extra_tokens, inplace=True)
         return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -167,19 +167,28 @@ def test_lattices_and_extra_tokens(hw_shape, extra, training):
             'batch_stats' if training else 'folded')
 
 
-@pytest.mark.parametrize('extra', [0, 1])
+@pytest.mark.parametrize('extra', [0, 1, 2])
 def test_no_grad_eval_writes_in_place_correctly(extra):
-    """The no-grad path (in-place activations, output written without
-    concatenation) gives the reference too and leaves its input alone."""
+    """The no-grad path (in-place activations, batched GEMM on the strided
+    image tokens, output written without concatenation) gives the
+    reference; it leaves its input alone unless told it owns it."""
     ffn = randomize(LocalityFeedForward(
         8, channel_attention=dict(type='SE', reduction=2))).eval()
     x = torch.randn(2, extra + 6, 8, dtype=torch.float64)
     before = x.clone()
     with torch.no_grad():
-        out = ffn(x, (2, 3), extra)
         expected = reference_ffn(ffn, x, (2, 3), extra, training=False)
+        out = ffn(x, (2, 3), extra)
+        torch.testing.assert_close(out, expected, **TOL)
+        assert torch.equal(x, before)
+        out = ffn(x, (2, 3), extra, inplace=True)
+    assert out is x
+    torch.testing.assert_close(x, expected, **TOL)
+    # With autograd on, inplace is not taken: the input stays as it was.
+    y = before.clone().requires_grad_()
+    out = ffn(y, (2, 3), extra, inplace=True)
     torch.testing.assert_close(out, expected, **TOL)
-    assert torch.equal(x, before)
+    assert torch.equal(y.detach(), before)
 
 
 def test_frozen_bn_training_folds_with_gradients():
@@ -294,8 +303,8 @@ def with_reference_ffns(model):
     ref = copy.deepcopy(model)
     for m in ref.modules():
         if isinstance(m, LocalityFeedForward):
-            m.forward = (lambda x, hw, extra=1, m=m: reference_ffn(
-                m, x, hw, extra, m.norm1.training))
+            m.forward = (lambda x, hw, extra=1, inplace=False, m=m:
+                         reference_ffn(m, x, hw, extra, m.norm1.training))
     return ref
 
 

@@ -1,0 +1,10 @@
+# LocalViT-PVT-T alone, as the drop-in replacement of mmdet's PVT-T
+# (pvt-t_mmdet-backbone.py): the same four feature maps, the same keys.
+default_scope = 'mmdet'
+custom_imports = dict(imports=['localvit_mm.models'], allow_failed_imports=False)
+
+model = dict(
+    type='LocalViTPVT',
+    arch='tiny',
+    out_indices=(0, 1, 2, 3),
+    drop_path_rate=0.1)
