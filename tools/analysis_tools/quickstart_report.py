@@ -15,6 +15,8 @@ import time
 import warnings
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+# mmpretrain's MNIST reader wraps a read-only numpy buffer; it never writes.
+warnings.filterwarnings('ignore', message='The given NumPy array is not')
 
 import torch  # noqa: E402
 from get_flops import model_complexity  # noqa: E402
