@@ -7,4 +7,4 @@ VENV=${LOCALVIT_VENV:-$ROOT/.venv}
 bash "$ROOT/tools/setup_env.sh"
 bash "$ROOT/tools/data/prepare_fashion_mnist.sh"
 cd "$ROOT"
-exec "$VENV/bin/python" -m pytest tests -p no:cacheprovider "$@"
+exec "$VENV/bin/python" -m pytest tests -p no:cacheprovider --durations=15 "$@"

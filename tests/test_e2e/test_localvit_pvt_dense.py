@@ -50,11 +50,15 @@ def write_config(tmp_path, config, body=''):
     return str(path)
 
 
-def train(tmp_path, config, body=''):
+def train(tmp_path, config, body='', nproc=1):
+    """tools/train.py, or tools/dist_train.sh with ``nproc`` CPU processes."""
     work_dir = tmp_path / 'work'
-    result = run_tool('python', 'tools/train.py',
-                      write_config(tmp_path, config, body), '--work-dir',
-                      str(work_dir), timeout=1800)
+    args = (write_config(tmp_path, config, body), '--work-dir', str(work_dir))
+    if nproc == 1:
+        result = run_tool('python', 'tools/train.py', *args, timeout=1800)
+    else:
+        result = run_tool('bash', 'tools/dist_train.sh', args[0], str(nproc),
+                          *args[1:], env={'PORT': '29527'}, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     losses = json.loads((work_dir / 'losses.json').read_text())
     assert all(math.isfinite(x) for x in losses)
@@ -97,10 +101,12 @@ def test_retinanet_learns_tree_crowns(tmp_path, deepforest):
 
 
 def test_mask_rcnn_trains_on_coco_polygons(tmp_path, labelme):
-    """Mask R-CNN runs training iterations on labelme's COCO polygons and is
-    evaluated with box and mask COCO metrics."""
-    work_dir, losses, log = train(tmp_path, MASK_CONFIG)
+    """Mask R-CNN runs training iterations on labelme's COCO polygons with
+    two CPU processes (gloo) and is evaluated with box and mask COCO
+    metrics."""
+    work_dir, losses, log = train(tmp_path, MASK_CONFIG, nproc=2)
     assert len(losses) == 4
+    assert 'GPU number: 2' in log, log[-2000:]  # mmengine's world size
     assert 'loss_mask' in log and 'loss_rpn_cls' in log
     assert 0 <= metrics(work_dir, 'coco/segm_mAP') <= 1
     assert osp.exists(work_dir / 'iter_4.pth')
