@@ -178,6 +178,8 @@ class NormActConv(torch.autograd.Function):
         y, mean1, invstd1 = _batch_norm(x, w1, b1, rm1, rv1, mom1, eps1)
         y = activate(y, code, inplace=True)
         ctx.code, ctx.shape, ctx.eps = code, shape, (eps1, eps2)
+        # The extra outputs carry no gradient: no zero tensors for them.
+        ctx.set_materialize_grads(False)
         ctx.with_conv = conv_w is not None
         if conv_w is None:
             scale, shift = _affine(mean1, invstd1, w1, b1)
@@ -199,6 +201,8 @@ class NormActConv(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, *unused):
+        if grad is None:  # the result did not reach the loss
+            return (None, ) * 16
         code, shape = ctx.code, ctx.shape
         needs = ctx.needs_input_grad
         saved = ctx.saved_tensors  # unpack once (activation checkpointing)
