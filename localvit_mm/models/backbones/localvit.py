@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -154,6 +155,9 @@ class LocalViT(DeployMixin, BaseModule):
             (small per-GPU batches in detection). Defaults to False.
         interpolate_mode (str): How position embeddings are resized.
             Defaults to 'bicubic'.
+        with_cp (bool): Activation checkpointing of the blocks (saves memory,
+            costs a second forward, which also updates the FFN's BatchNorm
+            statistics a second time). Defaults to False.
         init_cfg (dict | list[dict], optional): None gives the official init
             (trunc-normal 0.02 for Linear layers, position embedding and class
             token; LayerNorm 1/0; convolutions, the FFN's 1x1 convs included,
@@ -198,6 +202,7 @@ class LocalViT(DeployMixin, BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  interpolate_mode: str = 'bicubic',
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -216,6 +221,7 @@ class LocalViT(DeployMixin, BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.interpolate_mode = interpolate_mode
+        self.with_cp = with_cp
         self.num_extra_tokens = int(with_cls_token)
 
         img_size = (img_size, ) * 2 if isinstance(img_size, int) else img_size
@@ -392,7 +398,11 @@ class LocalViT(DeployMixin, BaseModule):
         x = self.pos_drop(x)
         outs = []
         for i, block in enumerate(self.blocks):
-            x = block(x, hw_shape, self.num_extra_tokens)
+            if self.with_cp and self.training and x.requires_grad:
+                x = cp.checkpoint(block, x, hw_shape, self.num_extra_tokens,
+                                  use_reentrant=False)
+            else:
+                x = block(x, hw_shape, self.num_extra_tokens)
             if i == self.num_layers - 1:
                 x = self.norm(x)
             if i in self.out_indices:

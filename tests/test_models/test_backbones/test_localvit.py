@@ -288,3 +288,33 @@ def test_norm_eval():
     model.train()
     assert model.blocks[0].attn.qkv.training
     assert not model.blocks[0].ffn.norm1.training
+
+
+def saved_bytes(model, x):
+    """Bytes autograd keeps for the backward pass of ``model(x)``."""
+    sizes = []
+
+    def pack(tensor):
+        sizes.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    return out, sum(sizes)
+
+
+def test_with_cp_same_gradients_less_saved_memory():
+    torch.manual_seed(0)
+    plain = LocalViT('tiny', norm_eval=True)
+    ckpt = LocalViT('tiny', norm_eval=True, with_cp=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 96)
+    grads, saved = [], []
+    for model in (plain, ckpt):
+        model.train()
+        out, nbytes = saved_bytes(model, x)
+        out[0].sum().backward()
+        grads.append(model.blocks[3].ffn.fc1.weight.grad)
+        saved.append(nbytes)
+    torch.testing.assert_close(grads[0], grads[1])
+    assert saved[1] < saved[0] / 4, saved
