@@ -48,6 +48,24 @@ model = dict(
                    stacked_convs=1))
 """
 
+SEMFPN = """
+_base_ = 'mmseg::_base_/models/fpn_r50.py'
+default_scope = 'mmseg'
+custom_imports = dict(imports=['localvit_mm.models'],
+                      allow_failed_imports=False)
+model = dict(
+    pretrained=None,
+    data_preprocessor=dict(size=(64, 96)),
+    backbone=dict(
+        _delete_=True, type='LocalViTPVT', pretrain_img_size=64,
+        arch=dict(embed_dims=[8, 16, 24, 32], num_layers=[1, 1, 1, 1],
+                  num_heads=[1, 1, 1, 2], mlp_ratios=[2, 2, 2, 2],
+                  sr_ratios=[4, 2, 1, 1])),
+    neck=dict(in_channels=[8, 16, 24, 32], out_channels=16),
+    decode_head=dict(in_channels=[16, 16, 16, 16], channels=16,
+                     num_classes=3, norm_cfg=dict(type='BN')))
+"""
+
 
 def write(tmp_path, name, text):
     path = tmp_path / name
@@ -115,6 +133,20 @@ def test_detection_scope_and_padded_shape(tmp_path):
     assert record['scope'] == 'mmdet'
     assert record['shape'] == [64, 96]  # padded to the divisor 32
     assert 'train_step_ms' not in record
+
+
+def test_segmentation_runs_at_the_crop_size(tmp_path):
+    segmentor = write(tmp_path, 'tiny-semfpn.py', SEMFPN)
+    out = str(tmp_path / 'seg.json')
+    result = run_tool('python', TOOL, segmentor, '--batch-size', '2',
+                      '--repeats', '1', '--warmup', '0', '--train',
+                      '--json', out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out) as f:
+        record = json.load(f)['models'][0]
+    assert record['scope'] == 'mmseg'
+    assert record['shape'] == [64, 96]  # the preprocessor's crop size
+    assert record['train_step_ms'] > 0
 
 
 def test_amp_needs_a_gpu(tmp_path):

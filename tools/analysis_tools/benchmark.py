@@ -72,8 +72,9 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument(
         '--shape', type=int, nargs=2, metavar=('H', 'W'),
-        help='input size (default 224 224; 800 1333 for mmdet configs), '
-        "rounded up to the config's pad_size_divisor")
+        help='input size (default: the crop size of mmseg configs, 800 1333 '
+        "for mmdet configs, 224 224 otherwise), rounded up to the config's "
+        'pad/size divisor')
     parser.add_argument('--repeats', type=int, default=10,
                         help='timed rounds over all models')
     parser.add_argument('--warmup', type=int, default=2,
@@ -105,18 +106,22 @@ def parse_args(argv=None):
 
 
 def build_model(config: str):
-    """Model of a config (random weights, SyncBN as BN), its scope and the
-    divisor its data preprocessor pads inputs to."""
+    """Model of a config (random weights, SyncBN as BN), its scope and its
+    data preprocessor's settings."""
     cfg = load_config(config)
     model = build_model_from_config(cfg)
-    divisor = (cfg.model.get('data_preprocessor') or {}).get(
-        'pad_size_divisor', 1)
-    return revert_sync_batchnorm(model), cfg.default_scope, divisor
+    preprocessor = dict(cfg.model.get('data_preprocessor') or {})
+    return revert_sync_batchnorm(model), cfg.default_scope, preprocessor
 
 
-def input_shape(args, scope: str, divisor: int):
-    shape = args.shape or (DETECTION_SHAPE if scope == 'mmdet' else
-                           DEFAULT_SHAPE)
+def input_shape(args, scope: str, preprocessor: dict):
+    """``--shape``, else the crop size an mmseg preprocessor pads to, else
+    800x1333 for mmdet and 224x224 otherwise; rounded up to the divisor
+    the preprocessor pads to."""
+    shape = args.shape or preprocessor.get('size') or (
+        DETECTION_SHAPE if scope == 'mmdet' else DEFAULT_SHAPE)
+    divisor = preprocessor.get('pad_size_divisor') or preprocessor.get(
+        'size_divisor') or 1
     return tuple(math.ceil(s / divisor) * divisor for s in shape)
 
 
@@ -258,8 +263,8 @@ def _rss_bytes(field: str) -> int:
 
 def memory_probe(args):
     """(In a fresh process) peak memory growth of one training step."""
-    model, scope, divisor = build_model(args.configs[0])
-    shape = input_shape(args, scope, divisor)
+    model, scope, preprocessor = build_model(args.configs[0])
+    shape = input_shape(args, scope, preprocessor)
     case = Case('probe', args.configs[0], model.to(args.device), scope,
                 shape, args)
     if case.device.type == 'cuda':
@@ -320,8 +325,8 @@ def build_cases(args):
     """A case per config, plus its deploy form with ``--deploy``."""
     cases = []
     for index, config in enumerate(args.configs):
-        model, scope, divisor = build_model(config)
-        shape = input_shape(args, scope, divisor)
+        model, scope, preprocessor = build_model(config)
+        shape = input_shape(args, scope, preprocessor)
         name = osp.splitext(osp.basename(config))[0]
         variants = [(name, model, False)]
         if args.deploy and has_deploy_mode(model):
