@@ -31,19 +31,25 @@ model = dict(
               in_channels=32))
 """
 
+# A four-stage LocalViT-PVT small enough for a test, with its FPN neck.
+TINY_PYRAMID = """
+custom_imports = dict(imports=['localvit_mm.models'],
+                      allow_failed_imports=False)
+backbone = dict(
+    _delete_=True, type='LocalViTPVT', pretrain_img_size=64,
+    arch=dict(embed_dims=[8, 16, 24, 32], num_layers=[1, 1, 1, 1],
+              num_heads=[1, 1, 1, 2], mlp_ratios=[2, 2, 2, 2],
+              sr_ratios=[4, 2, 1, 1]))
+neck = dict(in_channels=[8, 16, 24, 32], out_channels=16)
+"""
+
 RETINANET = """
 _base_ = 'mmdet::_base_/models/retinanet_r50_fpn.py'
 default_scope = 'mmdet'
-custom_imports = dict(imports=['localvit_mm.models'],
-                      allow_failed_imports=False)
+""" + TINY_PYRAMID + """
 model = dict(
-    backbone=dict(
-        _delete_=True, type='LocalViTPVT', pretrain_img_size=64,
-        arch=dict(embed_dims=[8, 16, 24, 32], num_layers=[1, 1, 1, 1],
-                  num_heads=[1, 1, 1, 2], mlp_ratios=[2, 2, 2, 2],
-                  sr_ratios=[4, 2, 1, 1]),
-        ffn_cfg=dict(norm_cfg=dict(type='SyncBN'))),
-    neck=dict(in_channels=[8, 16, 24, 32], out_channels=16),
+    backbone=dict(backbone, ffn_cfg=dict(norm_cfg=dict(type='SyncBN'))),
+    neck=neck,
     bbox_head=dict(num_classes=2, in_channels=16, feat_channels=16,
                    stacked_convs=1))
 """
@@ -51,17 +57,12 @@ model = dict(
 SEMFPN = """
 _base_ = 'mmseg::_base_/models/fpn_r50.py'
 default_scope = 'mmseg'
-custom_imports = dict(imports=['localvit_mm.models'],
-                      allow_failed_imports=False)
+""" + TINY_PYRAMID + """
 model = dict(
     pretrained=None,
     data_preprocessor=dict(size=(64, 96)),
-    backbone=dict(
-        _delete_=True, type='LocalViTPVT', pretrain_img_size=64,
-        arch=dict(embed_dims=[8, 16, 24, 32], num_layers=[1, 1, 1, 1],
-                  num_heads=[1, 1, 1, 2], mlp_ratios=[2, 2, 2, 2],
-                  sr_ratios=[4, 2, 1, 1])),
-    neck=dict(in_channels=[8, 16, 24, 32], out_channels=16),
+    backbone=backbone,
+    neck=neck,
     decode_head=dict(in_channels=[16, 16, 16, 16], channels=16,
                      num_classes=3, norm_cfg=dict(type='BN')))
 """
