@@ -14,7 +14,7 @@ from PIL import Image
 
 DET_CONFIG = 'configs/detection/retinanet_localvit-pvt-t_fpn_deepforest.py'
 MASK_CONFIG = 'configs/detection/mask-rcnn_localvit-pvt-t_fpn_labelme.py'
-SEG_CONFIG = 'configs/segmentation/semfpn_localvit-pvt-t_labelme.py'
+SEG_CONFIG = 'configs/segmentation/fpn_localvit-pvt-t_labelme.py'
 
 
 def prepare(script):
