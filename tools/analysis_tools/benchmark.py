@@ -52,7 +52,8 @@ import torch  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.model import revert_sync_batchnorm  # noqa: E402
 
-from localvit_mm.analysis import model_complexity  # noqa: E402
+from localvit_mm.analysis import (SavedTensorBytes,  # noqa: E402
+                                  model_complexity)
 from localvit_mm.models import has_deploy_mode, switch_to_deploy  # noqa: E402
 from localvit_mm.models.build import build_model_from_config  # noqa: E402
 from localvit_mm.utils import load_config  # noqa: E402
@@ -235,21 +236,11 @@ def round_robin(cases, kind, args, peak=None):
 def saved_activation_bytes(case) -> int:
     """Bytes of the tensors autograd keeps for backward (unique storages,
     parameters excluded), for one training forward."""
-    params = {p.untyped_storage().data_ptr() for p in case.model.parameters()}
-    storages = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
     case.model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with case.autocast():
-            loss = synthetic_loss(forward(case.model, case.inputs))
+    with SavedTensorBytes(exclude=case.model) as saved, case.autocast():
+        loss = synthetic_loss(forward(case.model, case.inputs))
     del loss
-    return sum(storages.values())
+    return saved.nbytes
 
 
 def _rss_bytes(field: str) -> int:

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from localvit_mm.analysis import SavedTensorBytes
 from localvit_mm.models import LocalViT
 from localvit_mm.models.backbones.localvit import resize_pos_embed
 
@@ -290,19 +291,6 @@ def test_norm_eval():
     assert not model.blocks[0].ffn.norm1.training
 
 
-def saved_bytes(model, x):
-    """Bytes autograd keeps for the backward pass of ``model(x)``."""
-    sizes = []
-
-    def pack(tensor):
-        sizes.append(tensor.numel() * tensor.element_size())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-    return out, sum(sizes)
-
-
 def test_with_cp_same_gradients_less_saved_memory():
     torch.manual_seed(0)
     plain = LocalViT('tiny', norm_eval=True)
@@ -312,9 +300,10 @@ def test_with_cp_same_gradients_less_saved_memory():
     grads, saved = [], []
     for model in (plain, ckpt):
         model.train()
-        out, nbytes = saved_bytes(model, x)
+        with SavedTensorBytes(exclude=model) as counter:
+            out = model(x)
         out[0].sum().backward()
         grads.append(model.blocks[3].ffn.fc1.weight.grad)
-        saved.append(nbytes)
+        saved.append(counter.nbytes)
     torch.testing.assert_close(grads[0], grads[1])
     assert saved[1] < saved[0] / 4, saved

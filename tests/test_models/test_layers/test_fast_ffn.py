@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from localvit_mm.analysis import SavedTensorBytes
 from localvit_mm.models import LocalViT, LocalViTPVT
 from localvit_mm.models.layers import (ECALayer, LocalityFeedForward,
                                        SELayer)
@@ -257,19 +258,10 @@ def test_training_keeps_two_hidden_tensors():
     dims, hidden, B, N = 16, 64, 4, 36
 
     def saved_bytes(ffn):
-        params = {p.untyped_storage().data_ptr() for p in ffn.parameters()}
-        storages = {}
-
-        def pack(t):
-            s = t.untyped_storage()
-            if s.data_ptr() not in params:
-                storages[s.data_ptr()] = s.nbytes()
-            return t
-
         x = torch.randn(B, 1 + N, dims, requires_grad=True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with SavedTensorBytes(exclude=ffn) as saved:
             ffn(x, (6, 6), 1)
-        return sum(storages.values())
+        return saved.nbytes
 
     ffn = LocalityFeedForward(
         dims, channel_attention=dict(type='SE', reduction=4)).train()
