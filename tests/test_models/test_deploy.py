@@ -6,11 +6,12 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
+from bn_stats import randomize_bn
 from conftest import REPO, run_tool
 
 from localvit_mm.models import (DeployMixin, LocalViT, LocalViTPVT,
                                 has_deploy_mode, switch_to_deploy)
-from localvit_mm.models.layers import LocalityFeedForward, SELayer
+from localvit_mm.models.layers import LocalityFeedForward
 from localvit_mm.registry import MODELS
 
 OPTIONS = [
@@ -26,23 +27,6 @@ OPTIONS = [
     dict(with_dw_conv=False),
     dict(with_dw_conv=False, channel_attention=dict(type='SE', reduction=4)),
 ]
-
-
-def randomize_bn(model, seed=0):
-    """Trained-looking BatchNorms: folding them is then not the identity."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape,
-                                                     generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape,
-                                                       generator=g))
-                m.running_var.uniform_(0.5, 2., generator=g)
-        if isinstance(m, SELayer):
-            nn.init.constant_(m.fc[0].bias, 1.)
-    return model
 
 
 def relative_error(actual, expected):

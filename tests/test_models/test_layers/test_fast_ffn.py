@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from bn_stats import randomize_bn
 
 from localvit_mm.analysis import SavedTensorBytes
 from localvit_mm.models import LocalViT, LocalViTPVT
@@ -91,19 +92,7 @@ def reference_ffn(ffn, x, hw_shape, extra, training):
 
 def randomize(module, seed=0):
     """Non-trivial BN statistics and affine parameters, float64."""
-    g = torch.Generator().manual_seed(seed)
-    module.double()
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape,
-                                                     generator=g))
-                m.bias.normal_(0, 0.2, generator=g)
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2., generator=g)
-        if isinstance(m, SELayer):  # keep the small squeeze's ReLU open
-            nn.init.constant_(m.fc[0].bias, 1.)
-    return module
+    return randomize_bn(module.double(), seed)
 
 
 OPTIONS = [
