@@ -1,28 +1,18 @@
 """MACs as the paper counts them (attention matmuls in, norms out)."""
-import importlib.util
 import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_tool
 
+from localvit_mm.analysis import model_complexity, paper_flop_handles
 from localvit_mm.models.layers import Attention
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'get_flops', osp.join(REPO, 'tools', 'analysis_tools',
-                              'get_flops.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_attention_matmuls_are_counted():
     from mmengine.analysis import get_model_complexity_info
-    tool = load_tool()
     attn = Attention(48, num_heads=4)
-    with tool.paper_flop_handles():
+    with paper_flop_handles():
         info = get_model_complexity_info(
             attn, inputs=(torch.randn(1, 10, 48), ), show_table=False,
             show_arch=False)
@@ -37,24 +27,30 @@ def test_attention_matmuls_are_counted():
 ])
 def test_paper_macs(config, macs, params):
     from mmpretrain.apis import get_model
-    tool = load_tool()
     model = get_model(
         osp.join(REPO, 'configs', 'localvit', f'{config}_8xb128_in1k.py'))
-    info = tool.model_complexity(model)
+    info = model_complexity(model)
     assert (info['flops'], info['params']) == (macs, params)
     # The paper: LocalViT-T 1.266G, DeiT-T 1.254G.
     assert round(info['flops'] / 1e9, 3) == {
         'localvit-tiny': 1.266, 'deit-tiny': 1.254}[config]
     # Norms are left out unless asked for: BN and LN add about 0.5-1%.
-    with_norms = tool.model_complexity(model, count_norms=True)['flops']
+    with_norms = model_complexity(model, count_norms=True)['flops']
     assert macs < with_norms < 1.01 * macs
 
 
 def test_mmengine_table_restored():
     from mmengine.analysis import complexity_analysis
-    tool = load_tool()
     before = dict(complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS)
-    with tool.paper_flop_handles():
+    with paper_flop_handles():
         assert complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[
             'aten::batch_norm'] is None
     assert complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS == before
+
+
+def test_script_prints_the_paper_count():
+    result = run_tool('python', 'tools/analysis_tools/get_flops.py',
+                      'configs/localvit/localvit-tiny_8xb128_in1k.py')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Flops (MACs): 1.266G (1,266,475,008)' in result.stdout
+    assert 'Params: 5.909M (5,908,696)' in result.stdout

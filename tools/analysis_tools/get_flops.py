@@ -9,9 +9,7 @@ out); the counting lives in :mod:`localvit_mm.analysis.complexity`.
 import argparse
 from typing import List, Optional
 
-from localvit_mm.analysis.complexity import (  # noqa: F401
-    ELEMENTWISE_OPS, NORM_OPS, model_complexity, paper_flop_handles,
-    sdpa_flop_jit)
+from localvit_mm.analysis import model_complexity
 
 
 def main(argv: Optional[List[str]] = None):

@@ -19,9 +19,9 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 warnings.filterwarnings('ignore', message='The given NumPy array is not')
 
 import torch  # noqa: E402
-from get_flops import model_complexity  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from localvit_mm.analysis import model_complexity  # noqa: E402
 from localvit_mm.utils import (latest_checkpoint, load_config,  # noqa: E402
                                register_safe_checkpoint_loader)
 
