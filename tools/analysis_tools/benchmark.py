@@ -55,7 +55,8 @@ from mmengine.model import revert_sync_batchnorm  # noqa: E402
 from localvit_mm.analysis import (SavedTensorBytes,  # noqa: E402
                                   model_complexity)
 from localvit_mm.models import has_deploy_mode, switch_to_deploy  # noqa: E402
-from localvit_mm.models.build import build_model_from_config  # noqa: E402
+from localvit_mm.models.build import (build_model_from_config,  # noqa: E402
+                                     flatten_tensors, forward_tensors)
 from localvit_mm.utils import load_config  # noqa: E402
 
 DETECTION_SHAPE = (800, 1333)
@@ -126,23 +127,19 @@ def input_shape(args, scope: str, preprocessor: dict):
     return tuple(math.ceil(s / divisor) * divisor for s in shape)
 
 
-def forward(model, inputs):
-    """Network forward without pre/post-processing."""
-    if hasattr(model, 'data_preprocessor'):  # an mmengine BaseModel
-        return model(inputs, mode='tensor')
-    return model(inputs)
-
-
-def flatten(outputs):
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    if isinstance(outputs, dict):
-        outputs = list(outputs.values())
-    return [t for out in outputs for t in flatten(out)]
+def timed(fn, device: torch.device) -> float:
+    """Seconds ``fn()`` takes, the GPU's queued work included."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def synthetic_loss(outputs):
-    return sum(t.float().square().mean() for t in flatten(outputs))
+    return sum(t.float().square().mean() for t in flatten_tensors(outputs))
 
 
 class Case:
@@ -163,14 +160,10 @@ class Case:
         return torch.autocast(self.device.type, dtype=self.amp,
                               enabled=self.amp is not None)
 
-    def sync(self):
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize()
-
     def infer(self):
         self.model.eval()
         with torch.no_grad(), self.autocast():
-            forward(self.model, self.inputs)
+            forward_tensors(self.model, self.inputs)
 
     def train_step(self):
         self.model.train()
@@ -179,18 +172,14 @@ class Case:
                 [p for p in self.model.parameters() if p.requires_grad],
                 lr=1e-4)
         with self.autocast():
-            loss = synthetic_loss(forward(self.model, self.inputs))
+            loss = synthetic_loss(forward_tensors(self.model, self.inputs))
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def timed(self, kind):
         step = self.infer if kind == 'inference' else self.train_step
-        self.sync()
-        start = time.perf_counter()
-        step()
-        self.sync()
-        return time.perf_counter() - start
+        return timed(step, self.device)
 
 
 class MatmulPeak:
@@ -208,13 +197,7 @@ class MatmulPeak:
         self.times = []
 
     def timed(self):
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(self.a, self.b)
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return timed(lambda: torch.mm(self.a, self.b), self.device)
 
     def gflops(self):
         return 2 * self.n**3 / statistics.median(self.times) / 1e9
@@ -238,7 +221,7 @@ def saved_activation_bytes(case) -> int:
     parameters excluded), for one training forward."""
     case.model.train()
     with SavedTensorBytes(exclude=case.model) as saved, case.autocast():
-        loss = synthetic_loss(forward(case.model, case.inputs))
+        loss = synthetic_loss(forward_tensors(case.model, case.inputs))
     del loss
     return saved.nbytes
 

@@ -22,7 +22,8 @@ from typing import List, Optional
 import torch
 
 from localvit_mm.models import has_deploy_mode, switch_to_deploy
-from localvit_mm.models.build import build_model_from_config
+from localvit_mm.models.build import (build_model_from_config,
+                                     flatten_tensors, forward_tensors)
 from localvit_mm.utils import load_config, safe_load
 
 KNOB = 'model.backbone.ffn_cfg.deploy'
@@ -47,26 +48,7 @@ def state_dict_of(checkpoint) -> dict:
 def relative_error(a, b) -> float:
     """Largest |a - b| / max|b| over the output tensors."""
     return max(((x - y).abs().max() / y.abs().max().clamp_min(1e-12)).item()
-               for x, y in zip(_flat(a), _flat(b)))
-
-
-def _flat(out):
-    if isinstance(out, torch.Tensor):
-        yield out
-    elif isinstance(out, (list, tuple)):
-        for item in out:
-            yield from _flat(item)
-    elif isinstance(out, dict):
-        for item in out.values():
-            yield from _flat(item)
-
-
-def forward(model, inputs):
-    """Network outputs without pre/post-processing."""
-    with torch.no_grad():
-        if hasattr(model, 'data_preprocessor'):
-            return model(inputs, mode='tensor')
-        return model(inputs)
+               for x, y in zip(flatten_tensors(a), flatten_tensors(b)))
 
 
 def main(argv: Optional[List[str]] = None):
@@ -97,7 +79,8 @@ def main(argv: Optional[List[str]] = None):
             f'{sorted(unexpected)[:5]}')
     model.eval()
     inputs = torch.randn(2, 3, *args.shape)
-    expected = forward(model, inputs)
+    with torch.no_grad():
+        expected = forward_tensors(model, inputs)
     switch_to_deploy(model)
 
     # The config knob must build a model that holds exactly these weights.
@@ -105,7 +88,8 @@ def main(argv: Optional[List[str]] = None):
     check = build_model_from_config(deploy_cfg)
     check.load_state_dict(model.state_dict(), strict=True)
     check.eval()
-    error = relative_error(forward(check, inputs), expected)
+    with torch.no_grad():
+        error = relative_error(forward_tensors(check, inputs), expected)
     if error > 1e-4:
         raise SystemExit(f'deploy model differs from the eval model by a '
                          f'relative {error:.2e}; nothing written')
