@@ -149,14 +149,18 @@ class LocalityFeedForward(BaseModule):
             return None
         if self.deploy:
             return 'folded'
-        inner = [self.norm1, self.norm2] if self.with_dw_conv else \
-            [self.norm1]
-        if all(map(is_foldable, inner + [self.norm3])):
+        norms = [getattr(self, norm) for _, norm in self._folds()]
+        if all(map(is_foldable, norms)):
             return 'folded'
-        if all(map(is_batch_stat_bn, inner)) and \
-                isinstance(self.norm3, _BatchNorm):
+        if all(map(is_batch_stat_bn, norms[:-1])) and \
+                isinstance(norms[-1], _BatchNorm):
             return 'batch_stats'
         return None
+
+    def _folds(self):
+        """(layer, BatchNorm after it) attribute names, in forward order."""
+        folds = [('fc1', 'norm1'), ('dw_conv', 'norm2'), ('fc2', 'norm3')]
+        return folds if self.with_dw_conv else folds[::2]
 
     def folded_params(self):
         """(fc1 weight, bias, dw weight, bias, fc2 weight, bias) with every
@@ -242,23 +246,18 @@ class LocalityFeedForward(BaseModule):
         (running statistics, computed in float64) for inference."""
         if self.deploy:
             return
-        norms = [self.norm1, self.norm3] + ([self.norm2]
-                                            if self.with_dw_conv else [])
+        norms = [getattr(self, norm) for _, norm in self._folds()]
         if not all(isinstance(n, _BatchNorm) and n.running_mean is not None
                    for n in norms):
             raise ValueError('switch_to_deploy folds BatchNorm with running '
                              'statistics only, not '
                              f'{sorted({type(n).__name__ for n in norms})}')
-        for name in ('fc1', 'dw_conv', 'fc2'):
-            if name == 'dw_conv' and not self.with_dw_conv:
-                continue
+        for name, norm in self._folds():
             layer = getattr(self, name)
-            norm = getattr(self, {'fc1': 'norm1', 'dw_conv': 'norm2',
-                                  'fc2': 'norm3'}[name])
             weight, bias = fold_bn(
                 layer.weight.double(),
                 None if layer.bias is None else layer.bias.double(),
-                _float64_bn(norm))
+                _float64_bn(getattr(self, norm)))
             if isinstance(layer, nn.Linear):
                 new = nn.Linear(layer.in_features, layer.out_features)
             else:
@@ -269,10 +268,7 @@ class LocalityFeedForward(BaseModule):
             new.weight.copy_(weight)
             new.bias.copy_(bias)
             setattr(self, name, new)
-        self.norm1 = nn.Identity()
-        self.norm3 = nn.Identity()
-        if self.with_dw_conv:
-            self.norm2 = nn.Identity()
+            setattr(self, norm, nn.Identity())
         self.deploy = True
 
 
