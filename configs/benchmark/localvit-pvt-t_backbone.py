@@ -1,7 +1,8 @@
 # LocalViT-PVT-T alone, as the drop-in replacement of mmdet's PVT-T
 # (pvt-t_mmdet-backbone.py): the same four feature maps, the same keys.
 default_scope = 'mmdet'
-custom_imports = dict(imports=['localvit_mm.models'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['localvit_mm.models'], allow_failed_imports=False)
 
 model = dict(
     type='LocalViTPVT',
