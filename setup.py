@@ -1,4 +1,5 @@
 import os.path as osp
+import platform
 
 from setuptools import find_packages, setup
 
@@ -24,6 +25,27 @@ def parse_requirements(fname):
         ]
 
 
+def extensions():
+    """The fused CPU kernels ``localvit_mm._ext`` and their build command.
+
+    Built when torch is importable at install time (``pip install
+    --no-build-isolation``, as tools/setup_env.sh does); without them the
+    locality FFN runs the same function with ATen ops.
+    """
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return dict()
+    args = ['-O3', '-fopenmp']
+    if platform.machine() in ('x86_64', 'AMD64'):
+        # ATen's AVX2 vectors; used only where torch reports AVX2 or better.
+        args += ['-mavx2', '-mfma', '-DCPU_CAPABILITY=AVX2',
+                 '-DCPU_CAPABILITY_AVX2']
+    ext = CppExtension('localvit_mm._ext', ['localvit_mm/ops/csrc/bn_act.cpp'],
+                       extra_compile_args=args, extra_link_args=['-fopenmp'])
+    return dict(ext_modules=[ext], cmdclass=dict(build_ext=BuildExtension))
+
+
 setup(
     name='localvit_mm',
     version=get_version(),
@@ -40,4 +62,5 @@ setup(
         'tests': parse_requirements('tests.txt'),
         'optional': parse_requirements('optional.txt'),
     },
-    zip_safe=False)
+    zip_safe=False,
+    **extensions())

@@ -24,11 +24,15 @@ from mmcv.cnn.bricks import HSwish
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from localvit_mm.ops import cpu_kernels
+
 aten = torch.ops.aten
 
 # Activation module types -> code of the fused kernels.
 ACTIVATIONS = {nn.Hardswish: 'hswish', HSwish: 'hswish', nn.ReLU6: 'relu6',
                nn.ReLU: 'relu'}
+# Activation code -> its number in the compiled kernels.
+KERNEL_CODES = dict(hswish=0, relu6=1, relu=2)
 
 
 def activation_code(module: nn.Module) -> Optional[str]:
@@ -124,20 +128,46 @@ def _affine(mean, invstd, weight, bias):
     return scale, shift
 
 
-def _recompute_act(x, scale, shift, code):
-    """act(x * scale + shift) as a new tensor of ``x``'s dtype."""
-    y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+def _kernels_for(x: torch.Tensor):
+    """The compiled kernels when they cover ``x`` (float32 / float64 rows
+    on the CPU), else None."""
+    if x.device.type != 'cpu' or x.dtype not in (torch.float32,
+                                                 torch.float64):
+        return None
+    return cpu_kernels()
+
+
+def _recompute_act(x, scale, shift, code, out=None):
+    """act(x * scale + shift) in ``x``'s dtype, into ``out`` when given."""
+    scale, shift = scale.to(x.dtype), shift.to(x.dtype)
+    kernels = _kernels_for(x)
+    if kernels is not None:  # one pass
+        out = torch.empty_like(x) if out is None else out
+        kernels.act_affine(x, scale, shift, KERNEL_CODES[code], out)
+        return out
+    y = torch.addcmul(shift, x, scale, out=out)
     return activate(y, code, inplace=True)
 
 
 def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
-                     needs, scratch=None):
-    """Back through act(BN(x)) with BN's output recomputed from ``x`` (into
-    ``scratch`` when given, a free buffer of ``x``'s size)."""
-    shift, scale = shift.to(x.dtype), scale.to(x.dtype)
-    y = torch.addcmul(shift, x, scale) if scratch is None else \
-        torch.addcmul(shift, x, scale, out=scratch)
-    grad = activation_backward(grad.to(x.dtype), y, code)
+                     needs, out=None):
+    """Back through act(BN(x)) with BN's output recomputed from ``x``;
+    the input gradient goes into ``out`` when given (a free buffer of
+    ``x``'s size, or ``grad`` itself when the caller owns it)."""
+    grad = grad.to(x.dtype).contiguous()
+    kernels = _kernels_for(x)
+    if kernels is not None and needs[0]:  # two passes
+        if out is None or out.dtype != x.dtype:
+            out = torch.empty_like(x)
+        sum_dy, sum_dy_xmu = kernels.bn_act_backward(
+            grad, x, scale.to(x.dtype), shift.to(x.dtype), mean, invstd,
+            weight, KERNEL_CODES[code], out)
+        has_affine = weight is not None
+        return (out, sum_dy_xmu * invstd if has_affine and needs[1] else None,
+                sum_dy if has_affine and needs[2] else None)
+    y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype),
+                      out=None if out is grad else out)
+    grad = activation_backward(grad, y, code)
     mask = [needs[0], weight is not None and needs[1],
             weight is not None and needs[2]]
     if not any(mask):
@@ -214,27 +244,27 @@ class NormActConv(torch.autograd.Function):
             return (gx, None, None, gw1, gb1) + (None, ) * 11
         (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale,
          shift) = saved
-        # One scratch buffer serves the three recomputations: fresh memory
-        # costs page faults on the CPU, more than the pass itself.
+        # Fresh memory costs page faults on the CPU, more than a pass: the
+        # recomputed y reuses the buffer that gt leaves free (ATen path).
         scratch = torch.empty_like(t)
         gt, gw2, gb2 = _bn_act_backward(
             grad, t, w2, mean2, invstd2, ctx.eps[1], scale, shift, code,
             (True, needs[10], needs[11]), scratch)
         scale1, shift1 = _affine(mean1, invstd1, w1, b1)
-        y = activate(torch.addcmul(shift1.to(x.dtype), x,
-                                   scale1.to(x.dtype), out=scratch),
-                     code, inplace=True)
+        y = _recompute_act(x, scale1, shift1, code,
+                           None if gt is scratch else scratch)
         k = conv_w.shape[-1]
         gy, gconv, _ = aten.convolution_backward(
             _lattice(gt, shape), _lattice(y, shape), conv_w.to(y.dtype), None,
             [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], conv_w.shape[0],
             [True, needs[9], False])
-        del y, gt
+        del y, gt, scratch
         if gconv is not None:
             gconv = gconv.to(conv_w.dtype)
+        gy = _rows(gy).contiguous()
         gx, gw1, gb1 = _bn_act_backward(
-            _rows(gy).contiguous(), x, w1, mean1, invstd1, ctx.eps[0],
-            scale1, shift1, code, (needs[0], needs[3], needs[4]), scratch)
+            gy, x, w1, mean1, invstd1, ctx.eps[0], scale1, shift1, code,
+            (needs[0], needs[3], needs[4]), out=gy)
         return (gx, None, None, gw1, gb1, None, None, None, None, gconv, gw2,
                 gb2, None, None, None, None)
 
