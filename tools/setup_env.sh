@@ -23,11 +23,12 @@ step() { STEP=$1; HINT=$2; echo "[setup_env] $STEP"; }
 trap 'echo "[setup_env] FAILED at step \"$STEP\". $HINT" >&2' ERR
 
 stamp_of() {
-  cat "$REQ"/*.txt "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16
+  cat "$REQ"/*.txt "$ROOT/setup.py" "$ROOT"/localvit_mm/ops/csrc/* "${BASH_SOURCE[0]}" |
+    sha256sum | cut -c1-16
 }
 STAMP_FILE=$VENV/.localvit_mm_stamp
 if [[ -f $STAMP_FILE && $(cat "$STAMP_FILE") == "$(stamp_of)" ]] &&
-   "$VENV/bin/python" -c "import localvit_mm, mmcv.ops" 2>/dev/null; then
+   "$VENV/bin/python" -c "import torch, localvit_mm._ext, mmcv.ops" 2>/dev/null; then
   echo "[setup_env] $VENV is up to date"
   exit 0
 fi
@@ -78,18 +79,22 @@ step "install mmengine, mmpretrain, mmdet, mmsegmentation and the test tools" \
 "${PIP[@]}" -c "$REQ/constraints.txt" -r "$REQ/mminstall.txt" -r "$REQ/runtime.txt" \
   -r "$REQ/tests.txt" -r "$REQ/optional.txt"
 
-step "install localvit_mm in editable mode" "Run 'pip install -e .' by hand to see the full error."
+step "install localvit_mm in editable mode (compiles its CPU kernels)" \
+  "Needs a C++17 compiler; run 'pip install --no-build-isolation -e .' by hand to see the full error."
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 
 step "check the imports" "An import failed: rerun this script; if it fails again, delete $VENV."
 python - <<'PY'
 import torch
 import mmcv.ops, mmpretrain.models, mmdet.models, mmseg.models, localvit_mm
+import localvit_mm._ext
+from localvit_mm.ops import cpu_kernels
 boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
 keep = mmcv.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5)[1]
 assert keep.tolist() == [0], keep
 print(f'[setup_env] torch {torch.__version__}, mmcv {mmcv.__version__} (ops ok), '
-      f'localvit_mm {localvit_mm.__version__}')
+      f'localvit_mm {localvit_mm.__version__} (CPU kernels '
+      f"{'in use' if cpu_kernels() else 'built, not used: no AVX2'})")
 PY
 stamp_of > "$STAMP_FILE"
 echo "[setup_env] ready: source $VENV/bin/activate"

@@ -128,11 +128,13 @@ def _affine(mean, invstd, weight, bias):
     return scale, shift
 
 
-def _kernels_for(x: torch.Tensor):
-    """The compiled kernels when they cover ``x`` (float32 / float64 rows
-    on the CPU), else None."""
+def _kernels_for(x: torch.Tensor, *others: Optional[torch.Tensor]):
+    """The compiled kernels when they cover ``x`` and the ``others`` (float32
+    or float64 on the CPU, one dtype), else None."""
     if x.device.type != 'cpu' or x.dtype not in (torch.float32,
                                                  torch.float64):
+        return None
+    if any(t is not None and t.dtype != x.dtype for t in others):
         return None
     return cpu_kernels()
 
@@ -150,21 +152,29 @@ def _recompute_act(x, scale, shift, code, out=None):
 
 
 def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
-                     needs, out=None):
-    """Back through act(BN(x)) with BN's output recomputed from ``x``;
-    the input gradient goes into ``out`` when given (a free buffer of
-    ``x``'s size, or ``grad`` itself when the caller owns it)."""
+                     needs, out=None, pooled_grad=None):
+    """Back through act(BN(x)) with BN's output recomputed from ``x``.
+
+    The input gradient goes into ``out`` when given (a free buffer of
+    ``x``'s size, or ``grad`` itself when the caller owns it).
+    ``pooled_grad`` (B, C), when given, is the gradient of the per-image
+    token mean of act(BN(x)), divided by the tokens per image: it adds to
+    every token of its image.
+    """
     grad = grad.to(x.dtype).contiguous()
-    kernels = _kernels_for(x)
+    kernels = _kernels_for(x, weight, mean, pooled_grad)
     if kernels is not None and needs[0]:  # two passes
         if out is None or out.dtype != x.dtype:
             out = torch.empty_like(x)
         sum_dy, sum_dy_xmu = kernels.bn_act_backward(
             grad, x, scale.to(x.dtype), shift.to(x.dtype), mean, invstd,
-            weight, KERNEL_CODES[code], out)
+            weight, pooled_grad, KERNEL_CODES[code], out)
         has_affine = weight is not None
         return (out, sum_dy_xmu * invstd if has_affine and needs[1] else None,
                 sum_dy if has_affine and needs[2] else None)
+    if pooled_grad is not None:
+        grad = (grad.view(len(pooled_grad), -1, grad.shape[1]) +
+                pooled_grad.to(x.dtype)[:, None]).view(grad.shape)
     y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype),
                       out=None if out is grad else out)
     grad = activation_backward(grad, y, code)
@@ -192,56 +202,65 @@ class NormActConv(torch.autograd.Function):
 
     Without a depth-wise conv it is ``act(BN1(x))``. Only ``x`` and the conv
     output are kept for the backward pass; the activations are recomputed.
-    Besides the result it returns the conv output (the BN input of the last
-    stage; without conv that is ``x`` and is not returned) and the last
+    Returns ``(y, pooled, t, scale, shift)``: the result; with ``pool`` its
+    per-image token mean (B, C) for a channel gate, else None; the conv
+    output (the BN input of the last stage, None without conv) and the last
     stage's (scale, shift), from which :class:`GatedProjection` recomputes
-    the result instead of keeping it.
+    the result instead of keeping it. The gradient of ``pooled`` joins the
+    last stage's backward pass, so no (M, C) gradient is made for it.
 
-    Args of ``apply``: x, code (activation), lattice shape (B, H, W),
+    Args of ``apply``: x, code (activation), lattice shape (B, H, W), pool,
     bn1 (weight, bias, running mean, running var, momentum, eps), conv
     weight (or None), bn2 (the same six, or None).
     """
 
     @staticmethod
-    def forward(ctx, x, code, shape, w1, b1, rm1, rv1, mom1, eps1, conv_w,
-                w2, b2, rm2, rv2, mom2, eps2):
+    def forward(ctx, x, code, shape, pool, w1, b1, rm1, rv1, mom1, eps1,
+                conv_w, w2, b2, rm2, rv2, mom2, eps2):
         y, mean1, invstd1 = _batch_norm(x, w1, b1, rm1, rv1, mom1, eps1)
         y = activate(y, code, inplace=True)
         ctx.code, ctx.shape, ctx.eps = code, shape, (eps1, eps2)
         # The extra outputs carry no gradient: no zero tensors for them.
         ctx.set_materialize_grads(False)
         ctx.with_conv = conv_w is not None
+        t = None
         if conv_w is None:
             scale, shift = _affine(mean1, invstd1, w1, b1)
             ctx.save_for_backward(x, w1, mean1, invstd1, scale, shift)
-            ctx.mark_non_differentiable(scale, shift)
-            return y, scale, shift
-        k = conv_w.shape[-1]
-        t = _rows(F.conv2d(_lattice(y, shape), conv_w.to(y.dtype),
-                           padding=k // 2, groups=conv_w.shape[0]))
-        del y
-        y, mean2, invstd2 = _batch_norm(t, w2, b2, rm2, rv2, mom2, eps2)
-        y = activate(y, code, inplace=True)
-        scale, shift = _affine(mean2, invstd2, w2, b2)
-        ctx.save_for_backward(x, w1, b1, mean1, invstd1, conv_w, t, w2,
-                              mean2, invstd2, scale, shift)
-        ctx.mark_non_differentiable(t, scale, shift)
-        return y, t, scale, shift
+        else:
+            k = conv_w.shape[-1]
+            t = _rows(F.conv2d(_lattice(y, shape), conv_w.to(y.dtype),
+                               padding=k // 2, groups=conv_w.shape[0]))
+            del y
+            y, mean2, invstd2 = _batch_norm(t, w2, b2, rm2, rv2, mom2, eps2)
+            y = activate(y, code, inplace=True)
+            scale, shift = _affine(mean2, invstd2, w2, b2)
+            ctx.save_for_backward(x, w1, b1, mean1, invstd1, conv_w, t, w2,
+                                  mean2, invstd2, scale, shift)
+            ctx.mark_non_differentiable(t)
+        ctx.mark_non_differentiable(scale, shift)
+        pooled = y.view(shape[0], -1, y.shape[1]).mean(1) if pool else None
+        return y, pooled, t, scale, shift
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad, *unused):
-        if grad is None:  # the result did not reach the loss
-            return (None, ) * 16
+    def backward(ctx, grad, grad_pooled, *unused):
+        if grad is None and grad_pooled is None:  # did not reach the loss
+            return (None, ) * 17
         code, shape = ctx.code, ctx.shape
         needs = ctx.needs_input_grad
         saved = ctx.saved_tensors  # unpack once (activation checkpointing)
+        source = saved[0] if not ctx.with_conv else saved[6]
+        if grad is None:
+            grad = torch.zeros_like(source)
+        if grad_pooled is not None:  # the mean's gradient, per token
+            grad_pooled = grad_pooled / (shape[1] * shape[2])
         if not ctx.with_conv:
             x, w1, mean1, invstd1, scale, shift = saved
             gx, gw1, gb1 = _bn_act_backward(
                 grad, x, w1, mean1, invstd1, ctx.eps[0], scale, shift, code,
-                (needs[0], needs[3], needs[4]))
-            return (gx, None, None, gw1, gb1) + (None, ) * 11
+                (needs[0], needs[4], needs[5]), pooled_grad=grad_pooled)
+            return (gx, None, None, None, gw1, gb1) + (None, ) * 11
         (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale,
          shift) = saved
         # Fresh memory costs page faults on the CPU, more than a pass: the
@@ -249,7 +268,7 @@ class NormActConv(torch.autograd.Function):
         scratch = torch.empty_like(t)
         gt, gw2, gb2 = _bn_act_backward(
             grad, t, w2, mean2, invstd2, ctx.eps[1], scale, shift, code,
-            (True, needs[10], needs[11]), scratch)
+            (True, needs[11], needs[12]), scratch, grad_pooled)
         scale1, shift1 = _affine(mean1, invstd1, w1, b1)
         y = _recompute_act(x, scale1, shift1, code,
                            None if gt is scratch else scratch)
@@ -257,16 +276,16 @@ class NormActConv(torch.autograd.Function):
         gy, gconv, _ = aten.convolution_backward(
             _lattice(gt, shape), _lattice(y, shape), conv_w.to(y.dtype), None,
             [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], conv_w.shape[0],
-            [True, needs[9], False])
+            [True, needs[10], False])
         del y, gt, scratch
         if gconv is not None:
             gconv = gconv.to(conv_w.dtype)
         gy = _rows(gy).contiguous()
         gx, gw1, gb1 = _bn_act_backward(
             gy, x, w1, mean1, invstd1, ctx.eps[0], scale1, shift1, code,
-            (needs[0], needs[3], needs[4]), out=gy)
-        return (gx, None, None, gw1, gb1, None, None, None, None, gconv, gw2,
-                gb2, None, None, None, None)
+            (needs[0], needs[4], needs[5]), out=gy)
+        return (gx, None, None, None, gw1, gb1, None, None, None, None,
+                gconv, gw2, gb2, None, None, None, None)
 
 
 class GatedProjection(torch.autograd.Function):
@@ -293,18 +312,29 @@ class GatedProjection(torch.autograd.Function):
         gate, weight, source, scale, shift = ctx.saved_tensors
         B, N, C = ctx.shape
         grad = grad.contiguous()
-        ga = torch.mm(grad, weight.to(grad.dtype)).view(B, N, C)
-        u = _recompute_act(source, scale, shift, ctx.code).view(B, N, C)
+        ga = torch.mm(grad, weight.to(grad.dtype))
+        kernels = _kernels_for(source, ga, gate)
         ggate = gweight = None
-        if gate is not None:
-            if ctx.needs_input_grad[1]:
-                ggate = torch.mul(ga, u).sum(1).to(gate.dtype)
+        if gate is None:
+            u = _recompute_act(source, scale, shift, ctx.code)
+        elif kernels is not None:  # one pass: u, gate gradient, gating
+            u = torch.empty_like(source)
+            ggate = kernels.gated_backward(
+                ga, source, scale.to(source.dtype), shift.to(source.dtype),
+                gate.contiguous(), KERNEL_CODES[ctx.code], u)
+        else:
+            u = _recompute_act(source, scale, shift, ctx.code).view(B, N, C)
+            ga = ga.view(B, N, C)
+            ggate = torch.mul(ga, u).sum(1)
             u.mul_(gate[:, None].to(u.dtype))
             ga.mul_(gate[:, None].to(ga.dtype))
+        if ggate is not None:
+            ggate = ggate.to(gate.dtype)
         if ctx.needs_input_grad[2]:
             gweight = torch.mm(grad.t(), u.view(B * N, C).to(grad.dtype))
             gweight = gweight.to(weight.dtype)
-        return ga.to(ctx.dtype), ggate, gweight, None, None, None, None
+        return (ga.view(B, N, C).to(ctx.dtype), ggate, gweight, None, None,
+                None, None)
 
 
 def bn_train_args(norm: Optional[_BatchNorm]) -> tuple:

@@ -222,19 +222,15 @@ class LocalityFeedForward(BaseModule):
         h = F.linear(tokens.reshape(B * N, C), self.fc1.weight,
                      self.fc1.bias)
         dw = self.with_dw_conv
-        outs = NormActConv.apply(
-            h, code, (B, *hw_shape), *bn_train_args(self.norm1),
+        gated = not isinstance(self.channel_attention, nn.Identity)
+        a, pooled, t, scale, shift = NormActConv.apply(
+            h, code, (B, *hw_shape), gated, *bn_train_args(self.norm1),
             self.dw_conv.weight if dw else None,
             *bn_train_args(self.norm2 if dw else None))
-        if not dw:
-            a, scale, shift = outs
-            source = h
-        else:
-            a, source, scale, shift = outs
+        source = h if t is None else t
         a = a.view(B, N, -1)
-        gate = None
-        if not isinstance(self.channel_attention, nn.Identity):
-            gate = self.channel_attention.channel_weights(a.mean(1))
+        gate = self.channel_attention.channel_weights(pooled) \
+            if gated else None
         z = GatedProjection.apply(a, gate, self.fc2.weight, source, scale,
                                   shift, code)
         z = self.norm3(z.view(B * N, C, 1, 1)).view(B, N, C)

@@ -1,7 +1,8 @@
-// Fused CPU kernels of the locality feed-forward: "activation of an affine
-// map" and its BatchNorm backward, each in as few passes over the (M, C)
-// rows as the maths allows. ATen needs three separate passes (addcmul,
-// activation backward, batch-norm backward), each with a fresh output.
+// Fused CPU kernels of the locality feed-forward's training path, each in as
+// few passes over the (M, C) hidden rows as the maths allows: the activation
+// of an affine map (a BatchNorm recomputed from its input), its BatchNorm
+// backward, and the backward of the channel gate. ATen needs a separate
+// pass with a fresh output for every step of each.
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/extension.h>
@@ -89,10 +90,19 @@ template <typename scalar_t, int64_t act>
 std::vector<at::Tensor> bn_act_backward_impl(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
     const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& invstd,
-    const at::Tensor& weight, at::Tensor& grad_x) {
+    const at::Tensor& weight, const at::Tensor& pooled_grad,
+    at::Tensor& grad_x) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t M = x.size(0), C = x.size(1);
   const scalar_t* gp = grad.data_ptr<scalar_t>();
+  // The gradient of each row, plus its group's share of pooled_grad.
+  const scalar_t* pp =
+      pooled_grad.defined() ? pooled_grad.data_ptr<scalar_t>() : nullptr;
+  const int64_t group = pp ? M / pooled_grad.size(0) : M;
+  auto row_grad = [&](int64_t r, int64_t c, int64_t n) {
+    Vec g = load(gp + r * C + c, n);
+    return pp ? g + load(pp + (r / group) * C + c, n) : g;
+  };
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* sp = scale.data_ptr<scalar_t>();
   const scalar_t* bp = shift.data_ptr<scalar_t>();
@@ -112,7 +122,7 @@ std::vector<at::Tensor> bn_act_backward_impl(
         for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
           Vec xv = load(xp + r * C + c, n);
           Vec y = xv * load(sp + c, n) + load(bp + c, n);
-          Vec dy = activation_grad<scalar_t, act>(load(gp + r * C + c, n), y);
+          Vec dy = activation_grad<scalar_t, act>(row_grad(r, c, n), y);
           store(load(block.data() + c, n) + dy, block.data() + c, n);
           store(load(block.data() + C + c, n) + dy * (xv - load(mp + c, n)),
                 block.data() + C + c, n);
@@ -151,13 +161,44 @@ std::vector<at::Tensor> bn_act_backward_impl(
       for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
         Vec xv = load(xp + r * C + c, n);
         Vec y = xv * load(sp + c, n) + load(bp + c, n);
-        Vec dy = activation_grad<scalar_t, act>(load(gp + r * C + c, n), y);
+        Vec dy = activation_grad<scalar_t, act>(row_grad(r, c, n), y);
         store(dy * load(a + c, n) + xv * load(b + c, n) + load(k + c, n),
               op + r * C + c, n);
       });
     }
   });
   return {sums[0].to(x.scalar_type()), sums[1].to(x.scalar_type())};
+}
+
+template <typename scalar_t, int64_t act>
+void gated_backward_impl(at::Tensor& grad_u, const at::Tensor& x,
+                         const at::Tensor& scale, const at::Tensor& shift,
+                         const at::Tensor& gate, at::Tensor& gated_u,
+                         at::Tensor& grad_gate) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t M = x.size(0), C = x.size(1), B = gate.size(0);
+  const int64_t N = M / B;
+  scalar_t* gp = grad_u.data_ptr<scalar_t>();
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* sp = scale.data_ptr<scalar_t>();
+  const scalar_t* bp = shift.data_ptr<scalar_t>();
+  const scalar_t* wp = gate.data_ptr<scalar_t>();
+  scalar_t* up = gated_u.data_ptr<scalar_t>();
+  scalar_t* op = grad_gate.data_ptr<scalar_t>();  // zeros
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t r = b * N; r < (b + 1) * N; ++r) {
+        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+          Vec y = load(xp + r * C + c, n) * load(sp + c, n) + load(bp + c, n);
+          Vec u = activate<scalar_t, act>(y);
+          Vec g = load(gp + r * C + c, n), w = load(wp + b * C + c, n);
+          store(load(op + b * C + c, n) + g * u, op + b * C + c, n);
+          store(u * w, up + r * C + c, n);
+          store(g * w, gp + r * C + c, n);
+        });
+      }
+    }
+  });
 }
 
 void check_rows(const at::Tensor& t, const at::Tensor& x, const char* name) {
@@ -171,6 +212,15 @@ void check_channels(const at::Tensor& t, const at::Tensor& x, const char* name) 
                   t.size(0) == x.size(1) && t.scalar_type() == x.scalar_type(),
               name, " must be a contiguous CPU vector of ", x.size(1),
               " channels of x's dtype");
+}
+
+void check_groups(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.dim() == 2 &&
+                  t.size(0) > 0 && x.size(0) % t.size(0) == 0 &&
+                  t.size(1) == x.size(1) && t.scalar_type() == x.scalar_type(),
+              name, " must be a contiguous CPU (groups, ", x.size(1),
+              ") tensor of x's dtype, the groups dividing its ", x.size(0),
+              " rows");
 }
 
 #define DISPATCH_ACT(act, NAME, ...)                                 \
@@ -197,14 +247,19 @@ void act_affine(const at::Tensor& x, const at::Tensor& scale,
 }
 
 // Backward of act(BatchNorm(x)) in training mode for (M, C) rows, where
-// BatchNorm(x) == x * scale + shift with the batch mean and invstd. Writes
-// the input gradient into grad_x (may be grad) and returns per channel
-// (sum(dy), sum(dy * (x - mean))), dy the gradient at the BatchNorm output:
-// the bias gradient and, times invstd, the weight gradient.
+// BatchNorm(x) == x * scale + shift with the batch mean and invstd. The
+// rows come in G equal groups (images) when pooled_grad (G, C) is given: it
+// is added to the gradient of every row of its group (the gradient of the
+// group's mean, divided by the group size). Writes the input gradient into
+// grad_x (may be grad) and returns per channel (sum(dy), sum(dy * (x -
+// mean))), dy the gradient at the BatchNorm output: the bias gradient and,
+// times invstd, the weight gradient.
 std::vector<at::Tensor> bn_act_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
     const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& invstd,
-    const c10::optional<at::Tensor>& weight, int64_t act, at::Tensor grad_x) {
+    const c10::optional<at::Tensor>& weight,
+    const c10::optional<at::Tensor>& pooled_grad, int64_t act,
+    at::Tensor grad_x) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu() &&
                   x.size(0) > 0,
               "x must be non-empty contiguous (M, C) CPU rows");
@@ -215,16 +270,45 @@ std::vector<at::Tensor> bn_act_backward(
     check_channels(t, x, name);
   at::Tensor w = weight.has_value() ? *weight : at::Tensor();
   if (w.defined()) check_channels(w, x, "weight");
+  at::Tensor pooled = pooled_grad.has_value() ? *pooled_grad : at::Tensor();
+  if (pooled.defined()) check_groups(pooled, x, "pooled_grad");
   std::vector<at::Tensor> sums;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_act_backward", [&] {
     DISPATCH_ACT(act, A, (sums = bn_act_backward_impl<scalar_t, A>(
-                              grad, x, scale, shift, mean, invstd, w, grad_x)));
+                              grad, x, scale, shift, mean, invstd, w, pooled,
+                              grad_x)));
   });
   return sums;
+}
+
+// Backward of (act(x * scale + shift) * gate) for (M, C) rows in B equal
+// groups and a (B, C) gate, given the gradient grad_u of the product:
+// returns the gate's gradient, writes act(...) * gate into gated_u and
+// multiplies grad_u by the gate in place.
+at::Tensor gated_backward(at::Tensor grad_u, const at::Tensor& x,
+                          const at::Tensor& scale, const at::Tensor& shift,
+                          const at::Tensor& gate, int64_t act,
+                          at::Tensor gated_u) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu(),
+              "x must be contiguous (M, C) CPU rows");
+  check_rows(grad_u, x, "grad_u");
+  check_rows(gated_u, x, "gated_u");
+  check_channels(scale, x, "scale");
+  check_channels(shift, x, "shift");
+  check_groups(gate, x, "gate");
+  at::Tensor grad_gate = at::zeros_like(gate);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_backward", [&] {
+    DISPATCH_ACT(act, A, (gated_backward_impl<scalar_t, A>(
+                              grad_u, x, scale, shift, gate, gated_u,
+                              grad_gate)));
+  });
+  return grad_gate;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("act_affine", &act_affine, "out = act(x * scale + shift)");
   m.def("bn_act_backward", &bn_act_backward,
         "backward of act(BatchNorm(x)), batch statistics");
+  m.def("gated_backward", &gated_backward,
+        "backward of act(x * scale + shift) * gate");
 }

@@ -17,10 +17,21 @@ from bn_stats import randomize_bn
 
 from localvit_mm.analysis import SavedTensorBytes
 from localvit_mm.models import LocalViT, LocalViTPVT
+from localvit_mm.models.layers import fast_ffn
 from localvit_mm.models.layers import (ECALayer, LocalityFeedForward,
                                        SELayer)
 
 TOL = dict(rtol=1e-9, atol=1e-10)
+
+
+@pytest.fixture(params=['compiled', 'aten'])
+def kernels(request, monkeypatch):
+    """Run a test with the compiled CPU kernels and with ATen ops only."""
+    if request.param == 'aten':
+        monkeypatch.setattr(fast_ffn, 'cpu_kernels', lambda: None)
+    elif fast_ffn.cpu_kernels() is None:
+        pytest.skip('localvit_mm._ext is not built for this CPU')
+    return request.param
 
 
 def assert_close(actual, expected, msg=None):
@@ -136,7 +147,7 @@ def compare(ffn, x, hw_shape, extra, training, expect_path):
 
 @pytest.mark.parametrize('options', OPTIONS)
 @pytest.mark.parametrize('training', [True, False])
-def test_every_option_matches_reference(options, training):
+def test_every_option_matches_reference(options, training, kernels):
     torch.manual_seed(0)
     ffn = randomize(LocalityFeedForward(16, **options))
     x = torch.randn(3, 1 + 12, 16, dtype=torch.float64, requires_grad=True)
@@ -147,7 +158,7 @@ def test_every_option_matches_reference(options, training):
 @pytest.mark.parametrize('hw_shape', [(2, 7), (7, 2), (1, 1), (5, 5)])
 @pytest.mark.parametrize('extra', [0, 1, 2])
 @pytest.mark.parametrize('training', [True, False])
-def test_lattices_and_extra_tokens(hw_shape, extra, training):
+def test_lattices_and_extra_tokens(hw_shape, extra, training, kernels):
     torch.manual_seed(1)
     ffn = randomize(LocalityFeedForward(
         8, channel_attention=dict(type='SE', reduction=4)))
@@ -292,7 +303,7 @@ def with_reference_ffns(model):
 @pytest.mark.parametrize('build,shape', [(tiny_localvit, (32, 40)),
                                          (tiny_pvt, (32, 48))])
 @pytest.mark.parametrize('training', [True, False])
-def test_backbones_match_reference(build, shape, training):
+def test_backbones_match_reference(build, shape, training, kernels):
     torch.manual_seed(0)
     model = build()
     model.init_weights()

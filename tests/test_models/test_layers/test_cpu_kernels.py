@@ -1,0 +1,112 @@
+"""The compiled CPU kernels against ATen ops, at sizes with vector tails."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from localvit_mm.models.layers.fast_ffn import KERNEL_CODES
+from localvit_mm.ops import cpu_kernels
+
+ACTIVATIONS = dict(hswish=F.hardswish, relu6=F.relu6, relu=F.relu)
+ext = cpu_kernels()
+pytestmark = pytest.mark.skipif(
+    ext is None, reason='localvit_mm._ext is not built for this CPU')
+
+
+def test_the_tested_environment_builds_the_kernels():
+    """tools/setup_env.sh builds localvit_mm._ext; on an AVX2 machine it
+    must be in use (a silent fall-back would lose the speed)."""
+    import localvit_mm._ext  # noqa: F401 (the build exists)
+    assert ext is not None
+
+
+def batch_norm_case(rows, channels, dtype, seed=0):
+    """BN input, statistics and the (scale, shift) of its affine map."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, channels, generator=g, dtype=dtype) * 2 + 0.5
+    weight = torch.rand(channels, generator=g, dtype=dtype) + 0.5
+    bias = torch.randn(channels, generator=g, dtype=dtype)
+    _, mean, invstd = torch.ops.aten.native_batch_norm(
+        x, weight, bias, None, None, True, 0.1, 1e-5)
+    scale = invstd * weight
+    return x, weight, bias, mean, invstd, scale, bias - mean * scale
+
+
+def assert_close_to(actual, expected, tol):
+    """Equal relative to the largest entry of ``expected``."""
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale)
+
+
+CASES = [(1000, 37, 8), (3, 8, 1), (300, 1, 3)]  # rows, channels, images
+DTYPES = [(torch.float64, 1e-12), (torch.float32, 1e-5)]
+
+
+@pytest.mark.parametrize('code', sorted(KERNEL_CODES))
+@pytest.mark.parametrize('dtype,tol', DTYPES)
+@pytest.mark.parametrize('rows,channels,images', CASES)
+@pytest.mark.parametrize('pooled', [False, True])
+def test_bn_act_backward_matches_autograd(code, dtype, tol, rows, channels,
+                                          images, pooled):
+    """act(BN(x)), its gradients, and the gradient of its per-image mean
+    (``pooled``) added to every row of the image."""
+    x, weight, bias, mean, invstd, scale, shift = batch_norm_case(
+        rows, channels, dtype)
+    act = ACTIVATIONS[code]
+    out = torch.empty_like(x)
+    ext.act_affine(x, scale, shift, KERNEL_CODES[code], out)
+    expected = act(F.batch_norm(x, None, None, weight, bias, True))
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+
+    grad = torch.randn_like(x)
+    grad_mean = torch.randn(images, channels, dtype=dtype)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    y = act(F.batch_norm(leaves[0], None, None, leaves[1], leaves[2], True))
+    loss = (y * grad).sum()
+    if pooled:
+        loss = loss + (y.view(images, -1, channels).mean(1) * grad_mean).sum()
+    loss.backward()
+    grad_x = grad.clone()  # in place: the output may be the gradient
+    sum_dy, sum_dy_xmu = ext.bn_act_backward(
+        grad_x, x, scale, shift, mean, invstd, weight,
+        grad_mean / (rows // images) if pooled else None,
+        KERNEL_CODES[code], grad_x)
+    for actual, leaf in zip([grad_x, sum_dy_xmu * invstd, sum_dy], leaves):
+        assert_close_to(actual, leaf.grad, tol)
+
+
+@pytest.mark.parametrize('code', sorted(KERNEL_CODES))
+@pytest.mark.parametrize('dtype,tol', DTYPES)
+@pytest.mark.parametrize('rows,channels,images', CASES)
+def test_gated_backward_matches_autograd(code, dtype, tol, rows, channels,
+                                         images):
+    x, _, _, _, _, scale, shift = batch_norm_case(rows, channels, dtype)
+    gate = torch.rand(images, channels, dtype=dtype, requires_grad=True)
+    grad = torch.randn(rows, channels, dtype=dtype)
+    u = ACTIVATIONS[code](x * scale + shift).requires_grad_()
+    gated = (u.view(images, -1, channels) * gate[:, None]).view(rows, -1)
+    gated.backward(grad)
+    grad_u, gated_u = grad.clone(), torch.empty_like(x)
+    grad_gate = ext.gated_backward(grad_u, x, scale, shift, gate.detach(),
+                                   KERNEL_CODES[code], gated_u)
+    assert_close_to(gated_u, gated.detach(), tol)
+    assert_close_to(grad_u, u.grad, tol)
+    assert_close_to(grad_gate, gate.grad, tol)
+
+
+def test_bad_arguments_are_named():
+    x, weight, _, mean, invstd, scale, shift = batch_norm_case(
+        10, 4, torch.float32)
+    with pytest.raises(RuntimeError, match='grad must be a contiguous CPU '
+                       'tensor like x'):
+        ext.bn_act_backward(x.t(), x, scale, shift, mean, invstd, weight,
+                            None, 0, x.clone())
+    with pytest.raises(RuntimeError, match='shift must be a contiguous CPU '
+                       'vector of 4 channels'):
+        ext.act_affine(x, scale, shift.double(), 0, x.clone())
+    with pytest.raises(RuntimeError, match='gate must be a contiguous CPU '
+                       r'\(groups, 4\) tensor of x.s dtype, the groups '
+                       'dividing its 10 rows'):
+        ext.gated_backward(x.clone(), x, scale, shift, torch.ones(3, 4), 0,
+                           x.clone())
+    with pytest.raises(RuntimeError, match='unknown activation code 7'):
+        ext.act_affine(x, scale, shift, 7, x.clone())
