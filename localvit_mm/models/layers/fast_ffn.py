@@ -113,10 +113,23 @@ def _bn_args(norm: _BatchNorm):
             norm.eps)
 
 
-def _batch_norm(x, weight, bias, mean, var, momentum, eps):
-    """Batch-statistics BN of (M, C) rows; returns (y, mean, invstd)."""
-    return aten.native_batch_norm(x, weight, bias, mean, var, True, momentum,
-                                  eps)
+def _bn_act(x, code, weight, bias, running_mean, running_var, momentum,
+            eps):
+    """act(BN(x)) of (M, C) rows with batch statistics, the running
+    statistics updated as ``_BatchNorm`` does; returns (y, mean, invstd)."""
+    kernels = _kernels_for(x, weight, running_mean)
+    rows = x.shape[0]
+    if kernels is None or rows < 2:
+        y, mean, invstd = aten.native_batch_norm(
+            x, weight, bias, running_mean, running_var, True, momentum, eps)
+        return activate(y, code, inplace=True), mean, invstd
+    mean, var = kernels.channel_stats(x)  # one pass, then one for y
+    invstd = torch.rsqrt(var + eps)
+    if running_mean is not None:
+        running_mean.lerp_(mean, momentum)
+        running_var.lerp_(var * (rows / (rows - 1)), momentum)
+    y = _recompute_act(x, *_affine(mean, invstd, weight, bias), code)
+    return y, mean, invstd
 
 
 def _affine(mean, invstd, weight, bias):
@@ -217,8 +230,7 @@ class NormActConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, code, shape, pool, w1, b1, rm1, rv1, mom1, eps1,
                 conv_w, w2, b2, rm2, rv2, mom2, eps2):
-        y, mean1, invstd1 = _batch_norm(x, w1, b1, rm1, rv1, mom1, eps1)
-        y = activate(y, code, inplace=True)
+        y, mean1, invstd1 = _bn_act(x, code, w1, b1, rm1, rv1, mom1, eps1)
         ctx.code, ctx.shape, ctx.eps = code, shape, (eps1, eps2)
         # The extra outputs carry no gradient: no zero tensors for them.
         ctx.set_materialize_grads(False)
@@ -232,8 +244,8 @@ class NormActConv(torch.autograd.Function):
             t = _rows(F.conv2d(_lattice(y, shape), conv_w.to(y.dtype),
                                padding=k // 2, groups=conv_w.shape[0]))
             del y
-            y, mean2, invstd2 = _batch_norm(t, w2, b2, rm2, rv2, mom2, eps2)
-            y = activate(y, code, inplace=True)
+            y, mean2, invstd2 = _bn_act(t, code, w2, b2, rm2, rv2, mom2,
+                                        eps2)
             scale, shift = _affine(mean2, invstd2, w2, b2)
             ctx.save_for_backward(x, w1, b1, mean1, invstd1, conv_w, t, w2,
                                   mean2, invstd2, scale, shift)

@@ -1,7 +1,8 @@
 // Fused CPU kernels of the locality feed-forward's training path, each in as
-// few passes over the (M, C) hidden rows as the maths allows: the activation
-// of an affine map (a BatchNorm recomputed from its input), its BatchNorm
-// backward, and the backward of the channel gate. ATen needs a separate
+// few passes over the (M, C) hidden rows as the maths allows: batch
+// statistics, the activation of an affine map (a BatchNorm, also recomputed
+// from its input), its BatchNorm backward, and the backward of the channel
+// gate. ATen needs a separate
 // pass with a fresh output for every step of each.
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
@@ -84,6 +85,49 @@ void act_affine_impl(const at::Tensor& x, const at::Tensor& scale,
       });
     }
   });
+}
+
+template <typename scalar_t>
+std::vector<at::Tensor> channel_stats_impl(const at::Tensor& x) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t M = x.size(0), C = x.size(1);
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  // Sums of (x - x[0]) and its square: the first row as a shift keeps
+  // E[d^2] - E[d]^2 free of cancellation for data far from zero.
+  const int64_t threads = at::get_num_threads();
+  std::vector<double> partial(threads * 2 * C, 0.);
+  at::parallel_for(0, M, kBlockRows, [&](int64_t begin, int64_t end) {
+    double* acc = partial.data() + at::get_thread_num() * 2 * C;
+    std::vector<scalar_t> block(2 * C);
+    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
+      std::fill(block.begin(), block.end(), scalar_t(0));
+      const int64_t r1 = std::min(end, r0 + kBlockRows);
+      for (int64_t r = r0; r < r1; ++r) {
+        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+          Vec d = load(xp + r * C + c, n) - load(xp + c, n);
+          store(load(block.data() + c, n) + d, block.data() + c, n);
+          store(load(block.data() + C + c, n) + d * d, block.data() + C + c,
+                n);
+        });
+      }
+      for (int64_t i = 0; i < 2 * C; ++i) acc[i] += block[i];
+    }
+  });
+  at::Tensor mean = at::empty({C}, x.options());
+  at::Tensor var = at::empty({C}, x.options());
+  scalar_t* mp = mean.data_ptr<scalar_t>();
+  scalar_t* vp = var.data_ptr<scalar_t>();
+  for (int64_t c = 0; c < C; ++c) {
+    double sum = 0., sum_sq = 0.;
+    for (int64_t t = 0; t < threads; ++t) {
+      sum += partial[t * 2 * C + c];
+      sum_sq += partial[t * 2 * C + C + c];
+    }
+    const double d = sum / M;
+    mp[c] = xp[c] + d;
+    vp[c] = std::max(sum_sq / M - d * d, 0.);
+  }
+  return {mean, var};
 }
 
 template <typename scalar_t, int64_t act>
@@ -233,6 +277,18 @@ void check_groups(const at::Tensor& t, const at::Tensor& x, const char* name) {
 
 }  // namespace
 
+// Per channel mean and biased variance of (M, C) rows.
+std::vector<at::Tensor> channel_stats(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu() &&
+                  x.size(0) > 0,
+              "x must be non-empty contiguous (M, C) CPU rows");
+  std::vector<at::Tensor> stats;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_stats", [&] {
+    stats = channel_stats_impl<scalar_t>(x);
+  });
+  return stats;
+}
+
 // out = act(x * scale + shift) for (M, C) rows; out may be x.
 void act_affine(const at::Tensor& x, const at::Tensor& scale,
                 const at::Tensor& shift, int64_t act, at::Tensor out) {
@@ -306,6 +362,7 @@ at::Tensor gated_backward(at::Tensor grad_u, const at::Tensor& x,
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("channel_stats", &channel_stats, "per channel mean, biased var");
   m.def("act_affine", &act_affine, "out = act(x * scale + shift)");
   m.def("bn_act_backward", &bn_act_backward,
         "backward of act(BatchNorm(x)), batch statistics");

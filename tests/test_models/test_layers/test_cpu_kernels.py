@@ -41,6 +41,23 @@ CASES = [(1000, 37, 8), (3, 8, 1), (300, 1, 3)]  # rows, channels, images
 DTYPES = [(torch.float64, 1e-12), (torch.float32, 1e-5)]
 
 
+@pytest.mark.parametrize('dtype,tol', DTYPES)
+@pytest.mark.parametrize('rows,channels,images', CASES)
+@pytest.mark.parametrize('offset', [0., 1e3])
+def test_channel_stats_match_var_mean(dtype, tol, rows, channels, images,
+                                      offset):
+    """Batch statistics in one pass, also for data far from zero (where
+    E[x^2] - E[x]^2 without a shift would cancel)."""
+    x = torch.randn(rows, channels, dtype=dtype) * 2 + offset
+    mean, var = ext.channel_stats(x)
+    expected_var, expected_mean = torch.var_mean(x.double(), 0,
+                                                 correction=0)
+    torch.testing.assert_close(mean.double(), expected_mean, rtol=tol,
+                               atol=tol * (2 + offset))
+    torch.testing.assert_close(var.double(), expected_var, rtol=tol * 10,
+                               atol=tol)
+
+
 @pytest.mark.parametrize('code', sorted(KERNEL_CODES))
 @pytest.mark.parametrize('dtype,tol', DTYPES)
 @pytest.mark.parametrize('rows,channels,images', CASES)
