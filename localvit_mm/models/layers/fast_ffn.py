@@ -114,9 +114,10 @@ def _bn_args(norm: _BatchNorm):
 
 
 def _bn_act(x, code, weight, bias, running_mean, running_var, momentum,
-            eps):
+            eps, out=None):
     """act(BN(x)) of (M, C) rows with batch statistics, the running
-    statistics updated as ``_BatchNorm`` does; returns (y, mean, invstd)."""
+    statistics updated as ``_BatchNorm`` does; returns (y, mean, invstd),
+    y in ``out`` when given and the compiled kernels run."""
     kernels = _kernels_for(x, weight, running_mean)
     rows = x.shape[0]
     if kernels is None or rows < 2:
@@ -128,7 +129,7 @@ def _bn_act(x, code, weight, bias, running_mean, running_var, momentum,
     if running_mean is not None:
         running_mean.lerp_(mean, momentum)
         running_var.lerp_(var * (rows / (rows - 1)), momentum)
-    y = _recompute_act(x, *_affine(mean, invstd, weight, bias), code)
+    y = _recompute_act(x, *_affine(mean, invstd, weight, bias), code, out)
     return y, mean, invstd
 
 
@@ -199,6 +200,30 @@ def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
                                            invstd, True, eps, mask)
 
 
+def _dwconv_bn_act_backward(kernels, grad, x, conv_w, shape, weight, mean,
+                            invstd, scale, shift, code, needs):
+    """Back through dwconv(act(BN(x))) with the compiled kernels: one pass
+    for the conv's input and weight gradients (its input recomputed from
+    ``x``) and BN's column sums, one for BN's input gradient. Returns the
+    gradients of x, BN weight, BN bias and the conv weight."""
+    B, H, W = shape
+    C, k = conv_w.shape[0], conv_w.shape[-1]
+    taps = conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
+    dy = torch.empty_like(x)
+    grad_taps, sum_dy, sum_dy_xmu = kernels.dwconv_bn_act_backward(
+        grad, x, scale.to(x.dtype), shift.to(x.dtype), mean, taps, H, W,
+        KERNEL_CODES[code], dy)
+    if needs[0]:
+        kernels.bn_backward_apply(dy, x, mean, invstd, weight, sum_dy,
+                                  sum_dy_xmu, dy)
+    has_affine = weight is not None
+    return (dy if needs[0] else None,
+            sum_dy_xmu * invstd if has_affine and needs[1] else None,
+            sum_dy if has_affine and needs[2] else None,
+            grad_taps.permute(2, 0, 1).reshape(C, 1, k, k)
+            if needs[3] else None)
+
+
 def _lattice(tokens: torch.Tensor, shape) -> torch.Tensor:
     """(M, C) rows of B images -> (B, C, H, W) channels-last view."""
     B, H, W = shape
@@ -243,9 +268,8 @@ class NormActConv(torch.autograd.Function):
             k = conv_w.shape[-1]
             t = _rows(F.conv2d(_lattice(y, shape), conv_w.to(y.dtype),
                                padding=k // 2, groups=conv_w.shape[0]))
-            del y
             y, mean2, invstd2 = _bn_act(t, code, w2, b2, rm2, rv2, mom2,
-                                        eps2)
+                                        eps2, out=y)  # y1 is free now
             scale, shift = _affine(mean2, invstd2, w2, b2)
             ctx.save_for_backward(x, w1, b1, mean1, invstd1, conv_w, t, w2,
                                   mean2, invstd2, scale, shift)
@@ -282,6 +306,13 @@ class NormActConv(torch.autograd.Function):
             grad, t, w2, mean2, invstd2, ctx.eps[1], scale, shift, code,
             (True, needs[11], needs[12]), scratch, grad_pooled)
         scale1, shift1 = _affine(mean1, invstd1, w1, b1)
+        kernels = _kernels_for(x, gt, conv_w, w1)
+        if kernels is not None and conv_w.shape[-1] % 2:
+            gx, gw1, gb1, gconv = _dwconv_bn_act_backward(
+                kernels, gt, x, conv_w, shape, w1, mean1, invstd1, scale1,
+                shift1, code, (needs[0], needs[4], needs[5], needs[10]))
+            return (gx, None, None, None, gw1, gb1, None, None, None, None,
+                    gconv, gw2, gb2, None, None, None, None)
         y = _recompute_act(x, scale1, shift1, code,
                            None if gt is scratch else scratch)
         k = conv_w.shape[-1]
@@ -305,7 +336,8 @@ class GatedProjection(torch.autograd.Function):
 
     ``a`` is not kept: the backward pass recomputes it as
     ``act(source * scale + shift)`` from the BN input ``source`` (M, C) that
-    :class:`NormActConv` keeps anyway.
+    :class:`NormActConv` keeps anyway. With a gate, ``a`` is gated in place
+    (no new hidden tensor): the caller passes a tensor nothing else reads.
 
     Args of ``apply``: a, gate (or None), weight (D, C), source, scale,
     shift, code (activation).
@@ -313,7 +345,7 @@ class GatedProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, gate, weight, source, scale, shift, code):
-        u = a if gate is None else a * gate[:, None].to(a.dtype)
+        u = a if gate is None else a.mul_(gate[:, None].to(a.dtype))
         ctx.code, ctx.shape, ctx.dtype = code, a.shape, a.dtype
         ctx.save_for_backward(gate, weight, source, scale, shift)
         return torch.mm(u.reshape(-1, a.shape[-1]), weight.t().to(u.dtype))

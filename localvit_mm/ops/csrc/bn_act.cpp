@@ -1,77 +1,149 @@
 // Fused CPU kernels of the locality feed-forward's training path, each in as
 // few passes over the (M, C) hidden rows as the maths allows: batch
 // statistics, the activation of an affine map (a BatchNorm, also recomputed
-// from its input), its BatchNorm backward, and the backward of the channel
-// gate. ATen needs a separate
-// pass with a fresh output for every step of each.
+// from its input), the BatchNorm + activation backward, the depth-wise conv
+// backward joined to the BatchNorm + activation before it, and the backward
+// of the channel gate. ATen needs a separate pass with a fresh output for
+// every step of each.
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace {
 
-enum Activation : int64_t { kHSwish = 0, kReLU6 = 1, kReLU = 2 };
+// Codes of the Python side; kIdentity is internal (gradients already taken
+// through the activation).
+enum Activation : int64_t { kHSwish = 0, kReLU6 = 1, kReLU = 2, kIdentity = 3 };
 
 // Rows per block of the column sums: summed in scalar_t, then into double.
 constexpr int64_t kBlockRows = 128;
 
+template <typename scalar_t>
+using Vec = at::vec::Vectorized<scalar_t>;
+
 template <typename scalar_t, int64_t act>
-inline at::vec::Vectorized<scalar_t> activate(at::vec::Vectorized<scalar_t> y) {
-  using Vec = at::vec::Vectorized<scalar_t>;
-  const Vec zero(0), six(6);
+inline Vec<scalar_t> activate(Vec<scalar_t> y) {
+  using V = Vec<scalar_t>;
+  const V zero(0), six(6);
   if constexpr (act == kHSwish) {
-    return y * at::vec::minimum(at::vec::maximum(y + Vec(3), zero), six) / six;
+    return y * at::vec::minimum(at::vec::maximum(y + V(3), zero), six) / six;
   } else if constexpr (act == kReLU6) {
     return at::vec::minimum(at::vec::maximum(y, zero), six);
-  } else {
+  } else if constexpr (act == kReLU) {
     return at::vec::maximum(y, zero);
+  } else {
+    return y;
   }
 }
 
 // grad * act'(y), with ATen's conventions at the kinks.
 template <typename scalar_t, int64_t act>
-inline at::vec::Vectorized<scalar_t> activation_grad(
-    at::vec::Vectorized<scalar_t> grad, at::vec::Vectorized<scalar_t> y) {
-  using Vec = at::vec::Vectorized<scalar_t>;
-  const Vec zero(0);
+inline Vec<scalar_t> activation_grad(Vec<scalar_t> grad, Vec<scalar_t> y) {
+  using V = Vec<scalar_t>;
+  const V zero(0);
   if constexpr (act == kHSwish) {
-    const Vec three(3), half(0.5);
-    Vec inside = grad * (y / three + half);
-    return Vec::blendv(Vec::blendv(inside, grad, y > three), zero,
-                       y < Vec(-3));
+    const V three(3), half(0.5);
+    V inside = grad * (y / three + half);
+    return V::blendv(V::blendv(inside, grad, y > three), zero, y < V(-3));
   } else if constexpr (act == kReLU6) {
-    return Vec::blendv(grad, zero, (y <= zero) | (y >= Vec(6)));
+    return V::blendv(grad, zero, (y <= zero) | (y >= V(6)));
+  } else if constexpr (act == kReLU) {
+    return V::blendv(grad, zero, y <= zero);
   } else {
-    return Vec::blendv(grad, zero, y <= zero);
+    return grad;
   }
 }
 
 // Calls f(c, n) for the vector-sized column chunks of a row of C channels.
 template <typename scalar_t, typename F>
 inline void for_chunks(int64_t C, const F& f) {
-  constexpr int64_t V = at::vec::Vectorized<scalar_t>::size();
+  constexpr int64_t size = Vec<scalar_t>::size();
   int64_t c = 0;
-  for (; c + V <= C; c += V) f(c, V);
+  for (; c + size <= C; c += size) f(c, size);
   if (c < C) f(c, C - c);
 }
 
 template <typename scalar_t>
-inline at::vec::Vectorized<scalar_t> load(const scalar_t* p, int64_t n) {
-  using Vec = at::vec::Vectorized<scalar_t>;
-  return n == Vec::size() ? Vec::loadu(p) : Vec::loadu(p, n);
+inline Vec<scalar_t> load(const scalar_t* p, int64_t n) {
+  return n == Vec<scalar_t>::size() ? Vec<scalar_t>::loadu(p)
+                                    : Vec<scalar_t>::loadu(p, n);
 }
 
 template <typename scalar_t>
-inline void store(at::vec::Vectorized<scalar_t> v, scalar_t* p, int64_t n) {
+inline void store(Vec<scalar_t> v, scalar_t* p, int64_t n) {
   v.store(p, static_cast<int>(n));
+}
+
+// p[c:c+n] += v
+template <typename scalar_t>
+inline void add_to(scalar_t* p, Vec<scalar_t> v, int64_t n) {
+  store(load(p, n) + v, p, n);
+}
+
+// Column sums of `width` values per thread, in double: each thread sums
+// blocks of rows in scalar_t and adds every block here.
+class ThreadSums {
+ public:
+  explicit ThreadSums(int64_t width)
+      : width_(width), sums_(at::get_num_threads() * width, 0.) {}
+  double* of_this_thread() {
+    return sums_.data() + at::get_thread_num() * width_;
+  }
+  template <typename scalar_t>
+  void add(const std::vector<scalar_t>& block) {
+    double* acc = of_this_thread();
+    for (int64_t i = 0; i < width_; ++i) acc[i] += block[i];
+  }
+  std::vector<double> total() const {
+    std::vector<double> out(width_, 0.);
+    for (size_t t = 0; t < sums_.size(); t += width_)
+      for (int64_t i = 0; i < width_; ++i) out[i] += sums_[t + i];
+    return out;
+  }
+
+ private:
+  int64_t width_;
+  std::vector<double> sums_;
+};
+
+template <typename scalar_t>
+std::vector<at::Tensor> channel_stats_impl(const at::Tensor& x) {
+  const int64_t M = x.size(0), C = x.size(1);
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  // Sums of (x - x[0]) and its square: the first row as a shift keeps
+  // E[d^2] - E[d]^2 free of cancellation for data far from zero.
+  ThreadSums sums(2 * C);
+  at::parallel_for(0, M, kBlockRows, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> block(2 * C);
+    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
+      std::fill(block.begin(), block.end(), scalar_t(0));
+      for (int64_t r = r0; r < std::min(end, r0 + kBlockRows); ++r) {
+        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+          auto d = load(xp + r * C + c, n) - load(xp + c, n);
+          add_to(block.data() + c, d, n);
+          add_to(block.data() + C + c, d * d, n);
+        });
+      }
+      sums.add(block);
+    }
+  });
+  const std::vector<double> sum = sums.total();
+  at::Tensor mean = at::empty({C}, x.options());
+  at::Tensor var = at::empty({C}, x.options());
+  for (int64_t c = 0; c < C; ++c) {
+    const double d = sum[c] / M;
+    mean.data_ptr<scalar_t>()[c] = xp[c] + d;
+    var.data_ptr<scalar_t>()[c] = std::max(sum[C + c] / M - d * d, 0.);
+  }
+  return {mean, var};
 }
 
 template <typename scalar_t, int64_t act>
 void act_affine_impl(const at::Tensor& x, const at::Tensor& scale,
                      const at::Tensor& shift, at::Tensor& out) {
-  using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t M = x.size(0), C = x.size(1);
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* sp = scale.data_ptr<scalar_t>();
@@ -80,138 +152,220 @@ void act_affine_impl(const at::Tensor& x, const at::Tensor& scale,
   at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-        Vec y = load(xp + r * C + c, n) * load(sp + c, n) + load(bp + c, n);
+        auto y = load(xp + r * C + c, n) * load(sp + c, n) + load(bp + c, n);
         store(activate<scalar_t, act>(y), op + r * C + c, n);
       });
     }
   });
 }
 
+// Per channel (a, b, k) of the batch-norm input gradient
+// grad_x = dy * a + x * b + k, from sum(dy) and sum(dy * (x - mean)).
 template <typename scalar_t>
-std::vector<at::Tensor> channel_stats_impl(const at::Tensor& x) {
-  using Vec = at::vec::Vectorized<scalar_t>;
+at::Tensor bn_backward_coefficients(const double* sum_dy,
+                                    const double* sum_dy_xmu,
+                                    const at::Tensor& mean,
+                                    const at::Tensor& invstd,
+                                    const at::Tensor& weight, int64_t M) {
+  const int64_t C = mean.size(0);
+  at::Tensor coef = at::empty({3, C}, mean.options());
+  scalar_t* a = coef.data_ptr<scalar_t>();
+  const scalar_t* mp = mean.data_ptr<scalar_t>();
+  const scalar_t* ip = invstd.data_ptr<scalar_t>();
+  const scalar_t* wp = weight.defined() ? weight.data_ptr<scalar_t>() : nullptr;
+  for (int64_t c = 0; c < C; ++c) {
+    const double istd = ip[c], w = wp ? double(wp[c]) : 1.;
+    const double proj = sum_dy_xmu[c] / M * istd * istd;
+    a[c] = istd * w;
+    a[C + c] = -proj * istd * w;
+    a[2 * C + c] = (mp[c] * proj - sum_dy[c] / M) * istd * w;
+  }
+  return coef;
+}
+
+// The gradient at act's input for row r, chunk [c, c + n): grad (plus the
+// row's group share of pooled) through act at y = x * scale + shift.
+template <typename scalar_t, int64_t act>
+struct RowGrad {
+  const scalar_t *grad, *x, *scale, *shift, *pooled;
+  int64_t C, group;
+  Vec<scalar_t> operator()(int64_t r, int64_t c, int64_t n) const {
+    auto g = load(grad + r * C + c, n);
+    if (pooled) g = g + load(pooled + (r / group) * C + c, n);
+    if constexpr (act == kIdentity) return g;
+    auto y = load(x + r * C + c, n) * load(scale + c, n) + load(shift + c, n);
+    return activation_grad<scalar_t, act>(g, y);
+  }
+};
+
+// grad_x = dy * a + x * b + k, row by row (grad_x may be dy's memory).
+template <typename scalar_t, int64_t act>
+void bn_backward_apply_impl(const RowGrad<scalar_t, act>& dy,
+                            const at::Tensor& x, const at::Tensor& coef,
+                            at::Tensor& grad_x) {
   const int64_t M = x.size(0), C = x.size(1);
   const scalar_t* xp = x.data_ptr<scalar_t>();
-  // Sums of (x - x[0]) and its square: the first row as a shift keeps
-  // E[d^2] - E[d]^2 free of cancellation for data far from zero.
-  const int64_t threads = at::get_num_threads();
-  std::vector<double> partial(threads * 2 * C, 0.);
-  at::parallel_for(0, M, kBlockRows, [&](int64_t begin, int64_t end) {
-    double* acc = partial.data() + at::get_thread_num() * 2 * C;
-    std::vector<scalar_t> block(2 * C);
-    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
-      std::fill(block.begin(), block.end(), scalar_t(0));
-      const int64_t r1 = std::min(end, r0 + kBlockRows);
-      for (int64_t r = r0; r < r1; ++r) {
-        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-          Vec d = load(xp + r * C + c, n) - load(xp + c, n);
-          store(load(block.data() + c, n) + d, block.data() + c, n);
-          store(load(block.data() + C + c, n) + d * d, block.data() + C + c,
-                n);
-        });
-      }
-      for (int64_t i = 0; i < 2 * C; ++i) acc[i] += block[i];
+  const scalar_t* a = coef.data_ptr<scalar_t>();
+  scalar_t* op = grad_x.data_ptr<scalar_t>();
+  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+        auto v = dy(r, c, n) * load(a + c, n) +
+                 load(xp + r * C + c, n) * load(a + C + c, n) +
+                 load(a + 2 * C + c, n);
+        store(v, op + r * C + c, n);
+      });
     }
   });
-  at::Tensor mean = at::empty({C}, x.options());
-  at::Tensor var = at::empty({C}, x.options());
-  scalar_t* mp = mean.data_ptr<scalar_t>();
-  scalar_t* vp = var.data_ptr<scalar_t>();
-  for (int64_t c = 0; c < C; ++c) {
-    double sum = 0., sum_sq = 0.;
-    for (int64_t t = 0; t < threads; ++t) {
-      sum += partial[t * 2 * C + c];
-      sum_sq += partial[t * 2 * C + C + c];
-    }
-    const double d = sum / M;
-    mp[c] = xp[c] + d;
-    vp[c] = std::max(sum_sq / M - d * d, 0.);
-  }
-  return {mean, var};
 }
 
 template <typename scalar_t, int64_t act>
 std::vector<at::Tensor> bn_act_backward_impl(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
     const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& invstd,
-    const at::Tensor& weight, const at::Tensor& pooled_grad,
-    at::Tensor& grad_x) {
-  using Vec = at::vec::Vectorized<scalar_t>;
+    const at::Tensor& weight, const at::Tensor& pooled, at::Tensor& grad_x) {
   const int64_t M = x.size(0), C = x.size(1);
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* mp = mean.data_ptr<scalar_t>();
+  const scalar_t* pp = pooled.defined() ? pooled.data_ptr<scalar_t>() : nullptr;
+  const RowGrad<scalar_t, act> dy{
+      grad.data_ptr<scalar_t>(), xp, scale.data_ptr<scalar_t>(),
+      shift.data_ptr<scalar_t>(), pp, C, pp ? M / pooled.size(0) : M};
+
+  // Pass 1: per channel, sum(dy) and sum(dy * (x - mean)).
+  ThreadSums sums(2 * C);
+  at::parallel_for(0, M, kBlockRows, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> block(2 * C);
+    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
+      std::fill(block.begin(), block.end(), scalar_t(0));
+      for (int64_t r = r0; r < std::min(end, r0 + kBlockRows); ++r) {
+        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+          auto d = dy(r, c, n);
+          add_to(block.data() + c, d, n);
+          add_to(block.data() + C + c,
+                 d * (load(xp + r * C + c, n) - load(mp + c, n)), n);
+        });
+      }
+      sums.add(block);
+    }
+  });
+  const std::vector<double> sum = sums.total();
+  // Pass 2: recompute dy and write grad_x.
+  bn_backward_apply_impl(
+      dy, x,
+      bn_backward_coefficients<scalar_t>(sum.data(), sum.data() + C, mean,
+                                         invstd, weight, M),
+      grad_x);
+  auto options = x.options().dtype(at::kDouble);
+  at::Tensor out = at::from_blob(const_cast<double*>(sum.data()), {2, C},
+                                 options).to(x.scalar_type(), false, /*copy=*/true);
+  return {out[0], out[1]};
+}
+
+// Depth-wise conv backward (stride 1, padding k // 2) into the gradient at
+// the BatchNorm output before it, one image at a time: the conv input
+// act(x * scale + shift) is made for the image in a cache-sized buffer, the
+// weight gradient is summed tap by tap, each pixel gathers its input
+// gradient from its k * k neighbours, and the BatchNorm column sums of the
+// result are taken on the way.
+template <typename scalar_t, int64_t act>
+std::vector<at::Tensor> dwconv_bn_act_backward_impl(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
+    const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& taps,
+    int64_t H, int64_t W, at::Tensor& dy_out) {
+  const int64_t C = x.size(1), HW = H * W, images = x.size(0) / HW;
+  const int64_t k = taps.size(0), K = k * k, pad = k / 2;
   const scalar_t* gp = grad.data_ptr<scalar_t>();
-  // The gradient of each row, plus its group's share of pooled_grad.
-  const scalar_t* pp =
-      pooled_grad.defined() ? pooled_grad.data_ptr<scalar_t>() : nullptr;
-  const int64_t group = pp ? M / pooled_grad.size(0) : M;
-  auto row_grad = [&](int64_t r, int64_t c, int64_t n) {
-    Vec g = load(gp + r * C + c, n);
-    return pp ? g + load(pp + (r / group) * C + c, n) : g;
-  };
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* sp = scale.data_ptr<scalar_t>();
   const scalar_t* bp = shift.data_ptr<scalar_t>();
   const scalar_t* mp = mean.data_ptr<scalar_t>();
-
-  // Pass 1: per channel, sum(dy) and sum(dy * (x - mean)),
-  // dy = grad * act'(y).
-  const int64_t threads = at::get_num_threads();
-  std::vector<double> partial(threads * 2 * C, 0.);
-  at::parallel_for(0, M, kBlockRows, [&](int64_t begin, int64_t end) {
-    double* acc = partial.data() + at::get_thread_num() * 2 * C;
-    std::vector<scalar_t> block(2 * C);
-    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
-      std::fill(block.begin(), block.end(), scalar_t(0));
-      const int64_t r1 = std::min(end, r0 + kBlockRows);
-      for (int64_t r = r0; r < r1; ++r) {
+  const scalar_t* wp = taps.data_ptr<scalar_t>();  // (k, k, C)
+  scalar_t* dp = dy_out.data_ptr<scalar_t>();
+  // Per thread: weight gradient (K, C), sum(dy), sum(dy * (x - mean)).
+  ThreadSums sums((K + 2) * C);
+  at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> y(HW * C), block((K + 2) * C);
+    std::vector<int64_t> g_taps(K), g_rows(K);
+    for (int64_t image = begin; image < end; ++image) {
+      const int64_t base = image * HW * C;
+      const scalar_t *gb = gp + base, *xb = xp + base;
+      for (int64_t r = 0; r < HW; ++r) {
         for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-          Vec xv = load(xp + r * C + c, n);
-          Vec y = xv * load(sp + c, n) + load(bp + c, n);
-          Vec dy = activation_grad<scalar_t, act>(row_grad(r, c, n), y);
-          store(load(block.data() + c, n) + dy, block.data() + c, n);
-          store(load(block.data() + C + c, n) + dy * (xv - load(mp + c, n)),
-                block.data() + C + c, n);
+          auto z = load(xb + r * C + c, n) * load(sp + c, n) + load(bp + c, n);
+          store(activate<scalar_t, act>(z), y.data() + r * C + c, n);
         });
       }
-      for (int64_t i = 0; i < 2 * C; ++i) acc[i] += block[i];
+      std::fill(block.begin(), block.end(), scalar_t(0));
+      scalar_t* gw = block.data();
+      // Weight gradient, tap by tap: the output pixels whose input pixel
+      // (p + i - pad, q + j - pad) lies inside the image form a rectangle.
+      for (int64_t i = 0; i < k; ++i) {
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t p0 = std::max<int64_t>(0, pad - i),
+                        p1 = std::min(H, H + pad - i);
+          const int64_t q0 = std::max<int64_t>(0, pad - j),
+                        q1 = std::min(W, W + pad - j);
+          const int64_t shift_rows = (i - pad) * W + (j - pad);
+          for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+            auto term = [&](int64_t r) {
+              return load(gb + r * C + c, n) *
+                     load(y.data() + (r + shift_rows) * C + c, n);
+            };
+            // Four sums in flight: one would wait on each add's latency.
+            Vec<scalar_t> acc0(0), acc1(0), acc2(0), acc3(0);
+            for (int64_t p = p0; p < p1; ++p) {
+              int64_t r = p * W + q0;
+              for (; r + 4 <= p * W + q1; r += 4) {
+                acc0 = acc0 + term(r);
+                acc1 = acc1 + term(r + 1);
+                acc2 = acc2 + term(r + 2);
+                acc3 = acc3 + term(r + 3);
+              }
+              for (; r < p * W + q1; ++r) acc0 = acc0 + term(r);
+            }
+            store((acc0 + acc1) + (acc2 + acc3), gw + (i * k + j) * C + c, n);
+          });
+        }
+      }
+      // Input gradient, pixel by pixel from the output pixels that read it,
+      // then through act and into the BatchNorm column sums.
+      for (int64_t p = 0; p < H; ++p) {
+        for (int64_t q = 0; q < W; ++q) {
+          int64_t taps_in = 0;
+          for (int64_t i = 0; i < k; ++i) {
+            for (int64_t j = 0; j < k; ++j) {
+              const int64_t po = p - i + pad, qo = q - j + pad;
+              if (po >= 0 && po < H && qo >= 0 && qo < W) {
+                g_taps[taps_in] = i * k + j;
+                g_rows[taps_in++] = po * W + qo;
+              }
+            }
+          }
+          const int64_t r = p * W + q;
+          for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+            Vec<scalar_t> g_in(0);
+            for (int64_t t = 0; t < taps_in; ++t)
+              g_in = g_in + load(wp + g_taps[t] * C + c, n) *
+                                load(gb + g_rows[t] * C + c, n);
+            auto xv = load(xb + r * C + c, n);
+            auto dy = activation_grad<scalar_t, act>(
+                g_in, xv * load(sp + c, n) + load(bp + c, n));
+            store(dy, dp + base + r * C + c, n);
+            add_to(gw + K * C + c, dy, n);
+            add_to(gw + (K + 1) * C + c, dy * (xv - load(mp + c, n)), n);
+          });
+        }
+      }
+      sums.add(block);
     }
   });
+  const std::vector<double> sum = sums.total();
   auto options = x.options().dtype(at::kDouble);
-  at::Tensor sums = at::zeros({2, C}, options);
-  double* sum = sums.data_ptr<double>();
-  for (int64_t t = 0; t < threads; ++t)
-    for (int64_t i = 0; i < 2 * C; ++i) sum[i] += partial[t * 2 * C + i];
-
-  // grad_x = dy * a + x * b + k: the batch-norm backward, per channel.
-  at::Tensor coef = at::empty({3, C}, x.options());
-  scalar_t* a = coef.data_ptr<scalar_t>();
-  scalar_t* b = a + C;
-  scalar_t* k = b + C;
-  const scalar_t* ip = invstd.data_ptr<scalar_t>();
-  const scalar_t* wp = weight.defined() ? weight.data_ptr<scalar_t>() : nullptr;
-  for (int64_t c = 0; c < C; ++c) {
-    const double istd = ip[c], w = wp ? double(wp[c]) : 1.;
-    const double mean_dy = sum[c] / M;
-    const double mean_dy_xmu = sum[C + c] / M;
-    const double proj = mean_dy_xmu * istd * istd;
-    a[c] = istd * w;
-    b[c] = -proj * istd * w;
-    k[c] = (mp[c] * proj - mean_dy) * istd * w;
-  }
-
-  // Pass 2: recompute dy and write grad_x (may alias grad).
-  scalar_t* op = grad_x.data_ptr<scalar_t>();
-  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-        Vec xv = load(xp + r * C + c, n);
-        Vec y = xv * load(sp + c, n) + load(bp + c, n);
-        Vec dy = activation_grad<scalar_t, act>(row_grad(r, c, n), y);
-        store(dy * load(a + c, n) + xv * load(b + c, n) + load(k + c, n),
-              op + r * C + c, n);
-      });
-    }
-  });
-  return {sums[0].to(x.scalar_type()), sums[1].to(x.scalar_type())};
+  at::Tensor out = at::from_blob(const_cast<double*>(sum.data()),
+                                 {K + 2, C}, options)
+                       .to(x.scalar_type(), false, /*copy=*/true);
+  return {out.narrow(0, 0, K).view({k, k, C}), out[K], out[K + 1]};
 }
 
 template <typename scalar_t, int64_t act>
@@ -219,7 +373,6 @@ void gated_backward_impl(at::Tensor& grad_u, const at::Tensor& x,
                          const at::Tensor& scale, const at::Tensor& shift,
                          const at::Tensor& gate, at::Tensor& gated_u,
                          at::Tensor& grad_gate) {
-  using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t M = x.size(0), C = x.size(1), B = gate.size(0);
   const int64_t N = M / B;
   scalar_t* gp = grad_u.data_ptr<scalar_t>();
@@ -233,10 +386,10 @@ void gated_backward_impl(at::Tensor& grad_u, const at::Tensor& x,
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t r = b * N; r < (b + 1) * N; ++r) {
         for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-          Vec y = load(xp + r * C + c, n) * load(sp + c, n) + load(bp + c, n);
-          Vec u = activate<scalar_t, act>(y);
-          Vec g = load(gp + r * C + c, n), w = load(wp + b * C + c, n);
-          store(load(op + b * C + c, n) + g * u, op + b * C + c, n);
+          auto y = load(xp + r * C + c, n) * load(sp + c, n) + load(bp + c, n);
+          auto u = activate<scalar_t, act>(y);
+          auto g = load(gp + r * C + c, n), w = load(wp + b * C + c, n);
+          add_to(op + b * C + c, g * u, n);
           store(u * w, up + r * C + c, n);
           store(g * w, gp + r * C + c, n);
         });
@@ -245,13 +398,20 @@ void gated_backward_impl(at::Tensor& grad_u, const at::Tensor& x,
   });
 }
 
+void check_x(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu() &&
+                  x.size(0) > 0,
+              "x must be non-empty contiguous (M, C) CPU rows");
+}
+
 void check_rows(const at::Tensor& t, const at::Tensor& x, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() &&
                   t.scalar_type() == x.scalar_type() && t.sizes() == x.sizes(),
               name, " must be a contiguous CPU tensor like x ", x.sizes());
 }
 
-void check_channels(const at::Tensor& t, const at::Tensor& x, const char* name) {
+void check_channels(const at::Tensor& t, const at::Tensor& x,
+                    const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.dim() == 1 &&
                   t.size(0) == x.size(1) && t.scalar_type() == x.scalar_type(),
               name, " must be a contiguous CPU vector of ", x.size(1),
@@ -267,21 +427,23 @@ void check_groups(const at::Tensor& t, const at::Tensor& x, const char* name) {
               " rows");
 }
 
-#define DISPATCH_ACT(act, NAME, ...)                                 \
-  switch (act) {                                                     \
+at::Tensor defined_or_empty(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? *t : at::Tensor();
+}
+
+#define DISPATCH_ACT(act, NAME, ...)                                        \
+  switch (act) {                                                            \
     case kHSwish: { constexpr int64_t NAME = kHSwish; __VA_ARGS__; break; } \
     case kReLU6: { constexpr int64_t NAME = kReLU6; __VA_ARGS__; break; }   \
     case kReLU: { constexpr int64_t NAME = kReLU; __VA_ARGS__; break; }     \
-    default: TORCH_CHECK(false, "unknown activation code ", act);    \
+    default: TORCH_CHECK(false, "unknown activation code ", act);           \
   }
 
 }  // namespace
 
 // Per channel mean and biased variance of (M, C) rows.
 std::vector<at::Tensor> channel_stats(const at::Tensor& x) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu() &&
-                  x.size(0) > 0,
-              "x must be non-empty contiguous (M, C) CPU rows");
+  check_x(x);
   std::vector<at::Tensor> stats;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_stats", [&] {
     stats = channel_stats_impl<scalar_t>(x);
@@ -292,8 +454,7 @@ std::vector<at::Tensor> channel_stats(const at::Tensor& x) {
 // out = act(x * scale + shift) for (M, C) rows; out may be x.
 void act_affine(const at::Tensor& x, const at::Tensor& scale,
                 const at::Tensor& shift, int64_t act, at::Tensor out) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu(),
-              "x must be contiguous (M, C) CPU rows");
+  check_x(x);
   check_rows(out, x, "out");
   check_channels(scale, x, "scale");
   check_channels(shift, x, "shift");
@@ -316,17 +477,14 @@ std::vector<at::Tensor> bn_act_backward(
     const c10::optional<at::Tensor>& weight,
     const c10::optional<at::Tensor>& pooled_grad, int64_t act,
     at::Tensor grad_x) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu() &&
-                  x.size(0) > 0,
-              "x must be non-empty contiguous (M, C) CPU rows");
+  check_x(x);
   check_rows(grad, x, "grad");
   check_rows(grad_x, x, "grad_x");
   for (const auto& [t, name] : {std::pair{scale, "scale"}, {shift, "shift"},
                                 {mean, "mean"}, {invstd, "invstd"}})
     check_channels(t, x, name);
-  at::Tensor w = weight.has_value() ? *weight : at::Tensor();
+  at::Tensor w = defined_or_empty(weight), pooled = defined_or_empty(pooled_grad);
   if (w.defined()) check_channels(w, x, "weight");
-  at::Tensor pooled = pooled_grad.has_value() ? *pooled_grad : at::Tensor();
   if (pooled.defined()) check_groups(pooled, x, "pooled_grad");
   std::vector<at::Tensor> sums;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_act_backward", [&] {
@@ -337,6 +495,71 @@ std::vector<at::Tensor> bn_act_backward(
   return sums;
 }
 
+// Backward of a depth-wise k x k conv (stride 1, padding k // 2, no bias)
+// whose input is act(x * scale + shift), x the BatchNorm input: (M, C) rows
+// of images of H x W pixels (row-major, channels last). From the conv
+// output gradient `grad` it writes dy, the gradient at the BatchNorm
+// output, into dy_out and returns (the conv weight gradient as (k, k, C),
+// sum(dy), sum(dy * (x - mean))). taps is the weight as (k, k, C).
+std::vector<at::Tensor> dwconv_bn_act_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
+    const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& taps,
+    int64_t height, int64_t width, int64_t act, at::Tensor dy_out) {
+  check_x(x);
+  check_rows(grad, x, "grad");
+  check_rows(dy_out, x, "dy_out");
+  for (const auto& [t, name] : {std::pair{scale, "scale"}, {shift, "shift"},
+                                {mean, "mean"}})
+    check_channels(t, x, name);
+  TORCH_CHECK(height > 0 && width > 0 && x.size(0) % (height * width) == 0,
+              "the ", x.size(0), " rows are not images of ", height, "x",
+              width, " pixels");
+  TORCH_CHECK(taps.device().is_cpu() && taps.is_contiguous() &&
+                  taps.dim() == 3 && taps.size(0) == taps.size(1) &&
+                  taps.size(0) % 2 == 1 && taps.size(2) == x.size(1) &&
+                  taps.scalar_type() == x.scalar_type(),
+              "taps must be a contiguous CPU (k, k, ", x.size(1),
+              ") tensor of x's dtype with an odd k");
+  std::vector<at::Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwconv_bn_act_backward", [&] {
+    DISPATCH_ACT(act, A, (out = dwconv_bn_act_backward_impl<scalar_t, A>(
+                              grad, x, scale, shift, mean, taps, height, width,
+                              dy_out)));
+  });
+  return out;
+}
+
+// The BatchNorm input gradient from dy (the gradient at its output) and
+// the column sums of dy (dwconv_bn_act_backward returns them); grad_x
+// may be dy.
+void bn_backward_apply(const at::Tensor& dy, const at::Tensor& x,
+                       const at::Tensor& mean, const at::Tensor& invstd,
+                       const c10::optional<at::Tensor>& weight,
+                       const at::Tensor& sum_dy, const at::Tensor& sum_dy_xmu,
+                       at::Tensor grad_x) {
+  check_x(x);
+  check_rows(dy, x, "dy");
+  check_rows(grad_x, x, "grad_x");
+  for (const auto& [t, name] :
+       {std::pair{mean, "mean"}, {invstd, "invstd"}, {sum_dy, "sum_dy"},
+        {sum_dy_xmu, "sum_dy_xmu"}})
+    check_channels(t, x, name);
+  at::Tensor w = defined_or_empty(weight);
+  if (w.defined()) check_channels(w, x, "weight");
+  const int64_t C = x.size(1);
+  at::Tensor sums = at::stack({sum_dy, sum_dy_xmu}).to(at::kDouble);
+  const double* sp = sums.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_backward_apply", [&] {
+    const RowGrad<scalar_t, kIdentity> rows{dy.data_ptr<scalar_t>(),
+                                            nullptr, nullptr, nullptr,
+                                            nullptr, C, x.size(0)};
+    bn_backward_apply_impl(rows, x,
+                           bn_backward_coefficients<scalar_t>(
+                               sp, sp + C, mean, invstd, w, x.size(0)),
+                           grad_x);
+  });
+}
+
 // Backward of (act(x * scale + shift) * gate) for (M, C) rows in B equal
 // groups and a (B, C) gate, given the gradient grad_u of the product:
 // returns the gate's gradient, writes act(...) * gate into gated_u and
@@ -345,8 +568,7 @@ at::Tensor gated_backward(at::Tensor grad_u, const at::Tensor& x,
                           const at::Tensor& scale, const at::Tensor& shift,
                           const at::Tensor& gate, int64_t act,
                           at::Tensor gated_u) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu(),
-              "x must be contiguous (M, C) CPU rows");
+  check_x(x);
   check_rows(grad_u, x, "grad_u");
   check_rows(gated_u, x, "gated_u");
   check_channels(scale, x, "scale");
@@ -366,6 +588,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("act_affine", &act_affine, "out = act(x * scale + shift)");
   m.def("bn_act_backward", &bn_act_backward,
         "backward of act(BatchNorm(x)), batch statistics");
+  m.def("dwconv_bn_act_backward", &dwconv_bn_act_backward,
+        "backward of dwconv(act(BatchNorm(x))) to the BatchNorm output");
+  m.def("bn_backward_apply", &bn_backward_apply,
+        "BatchNorm input gradient from its output gradient and column sums");
   m.def("gated_backward", &gated_backward,
         "backward of act(x * scale + shift) * gate");
 }

@@ -110,6 +110,41 @@ def test_gated_backward_matches_autograd(code, dtype, tol, rows, channels,
     assert_close_to(grad_gate, gate.grad, tol)
 
 
+@pytest.mark.parametrize('code', sorted(KERNEL_CODES))
+@pytest.mark.parametrize('dtype,tol', DTYPES)
+@pytest.mark.parametrize('images,height,width,channels,k',
+                         [(3, 4, 5, 37, 3), (2, 7, 7, 16, 5), (5, 1, 1, 8, 3),
+                          (1, 2, 9, 8, 7)])
+def test_dwconv_bn_act_backward_matches_autograd(code, dtype, tol, images,
+                                                 height, width, channels, k):
+    """Back through dwconv(act(BN(x))) on channels-last lattices (borders,
+    kernels larger than the image, vector tails), then BN's input
+    gradient from the column sums it returns."""
+    rows = images * height * width
+    x, weight, bias, mean, invstd, scale, shift = batch_norm_case(
+        rows, channels, dtype)
+    conv_w = torch.randn(channels, 1, k, k, dtype=dtype)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias, conv_w)]
+    y = ACTIVATIONS[code](F.batch_norm(leaves[0], None, None, leaves[1],
+                                       leaves[2], True))
+    lattice = y.view(images, height, width, -1).permute(0, 3, 1, 2)
+    grad = torch.randn(rows, channels, dtype=dtype)
+    F.conv2d(lattice, leaves[3], padding=k // 2, groups=channels).backward(
+        grad.view(images, height, width, -1).permute(0, 3, 1, 2))
+
+    taps = conv_w.view(channels, k, k).permute(1, 2, 0).contiguous()
+    dy = torch.empty_like(x)
+    grad_taps, sum_dy, sum_dy_xmu = ext.dwconv_bn_act_backward(
+        grad, x, scale, shift, mean, taps, height, width, KERNEL_CODES[code],
+        dy)
+    ext.bn_backward_apply(dy, x, mean, invstd, weight, sum_dy, sum_dy_xmu,
+                          dy)
+    grad_conv = grad_taps.permute(2, 0, 1).reshape(channels, 1, k, k)
+    for actual, leaf in zip([dy, sum_dy_xmu * invstd, sum_dy, grad_conv],
+                            leaves):
+        assert_close_to(actual, leaf.grad, tol)
+
+
 def test_bad_arguments_are_named():
     x, weight, _, mean, invstd, scale, shift = batch_norm_case(
         10, 4, torch.float32)
@@ -125,5 +160,13 @@ def test_bad_arguments_are_named():
                        'dividing its 10 rows'):
         ext.gated_backward(x.clone(), x, scale, shift, torch.ones(3, 4), 0,
                            x.clone())
+    with pytest.raises(RuntimeError, match='the 10 rows are not images of '
+                       '3x3 pixels'):
+        ext.dwconv_bn_act_backward(x, x, scale, shift, mean,
+                                   torch.ones(3, 3, 4), 3, 3, 0, x.clone())
+    with pytest.raises(RuntimeError, match='taps must be a contiguous CPU '
+                       r'\(k, k, 4\) tensor of x.s dtype with an odd k'):
+        ext.dwconv_bn_act_backward(x, x, scale, shift, mean,
+                                   torch.ones(2, 2, 4), 5, 2, 0, x.clone())
     with pytest.raises(RuntimeError, match='unknown activation code 7'):
         ext.act_affine(x, scale, shift, 7, x.clone())
