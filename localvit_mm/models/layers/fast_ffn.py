@@ -113,24 +113,60 @@ def _bn_args(norm: _BatchNorm):
             norm.eps)
 
 
+def _batch_invstd(mean, var, rows, running_mean, running_var, momentum,
+                  eps):
+    """invstd of batch statistics (biased ``var``), the running statistics
+    updated as ``_BatchNorm`` does."""
+    if running_mean is not None:
+        running_mean.lerp_(mean, momentum)
+        running_var.lerp_(var * (rows / (rows - 1)), momentum)
+    return torch.rsqrt(var + eps)
+
+
 def _bn_act(x, code, weight, bias, running_mean, running_var, momentum,
-            eps, out=None):
-    """act(BN(x)) of (M, C) rows with batch statistics, the running
-    statistics updated as ``_BatchNorm`` does; returns (y, mean, invstd),
-    y in ``out`` when given and the compiled kernels run."""
+            eps, stats=None):
+    """act(BN(x)) of (M, C) rows with batch statistics (``stats``: their
+    (mean, biased var) when already summed), the running statistics updated
+    as ``_BatchNorm`` does; returns (y, mean, invstd)."""
     kernels = _kernels_for(x, weight, running_mean)
     rows = x.shape[0]
     if kernels is None or rows < 2:
         y, mean, invstd = aten.native_batch_norm(
             x, weight, bias, running_mean, running_var, True, momentum, eps)
         return activate(y, code, inplace=True), mean, invstd
-    mean, var = kernels.channel_stats(x)  # one pass, then one for y
-    invstd = torch.rsqrt(var + eps)
-    if running_mean is not None:
-        running_mean.lerp_(mean, momentum)
-        running_var.lerp_(var * (rows / (rows - 1)), momentum)
-    y = _recompute_act(x, *_affine(mean, invstd, weight, bias), code, out)
+    # One pass for the statistics (unless summed already), one for y.
+    mean, var = kernels.channel_stats(x) if stats is None else stats
+    invstd = _batch_invstd(mean, var, rows, running_mean, running_var,
+                           momentum, eps)
+    y = _recompute_act(x, *_affine(mean, invstd, weight, bias), code)
     return y, mean, invstd
+
+
+def _bn_act_dwconv(x, code, shape, weight, bias, running_mean, running_var,
+                   momentum, eps, conv_w):
+    """dwconv(act(BN(x))) of (M, C) rows of (B, H, W) lattices; returns
+    (t, mean, invstd, t_stats): BN's batch statistics and, with the
+    compiled kernels, t's (mean, biased var), else None. The kernels'
+    conv reads x directly (act(BN(x)) is made per image in cache) and sums
+    t's statistics on the way."""
+    B, H, W = shape
+    C, k = conv_w.shape[0], conv_w.shape[-1]
+    kernels = _kernels_for(x, weight, running_mean, conv_w)
+    if kernels is None or x.shape[0] < 2 or k % 2 == 0:
+        y, mean, invstd = _bn_act(x, code, weight, bias, running_mean,
+                                  running_var, momentum, eps)
+        t = F.conv2d(_lattice(y, shape), conv_w.to(y.dtype), padding=k // 2,
+                     groups=C)
+        return _rows(t), mean, invstd, None
+    mean, var = kernels.channel_stats(x)
+    invstd = _batch_invstd(mean, var, x.shape[0], running_mean, running_var,
+                           momentum, eps)
+    scale, shift = _affine(mean, invstd, weight, bias)
+    t = torch.empty_like(x)
+    taps = conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
+    t_stats = kernels.bn_act_dwconv(x, scale, shift, taps, H, W,
+                                    KERNEL_CODES[code], t)
+    return t, mean, invstd, t_stats
 
 
 def _affine(mean, invstd, weight, bias):
@@ -255,21 +291,21 @@ class NormActConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, code, shape, pool, w1, b1, rm1, rv1, mom1, eps1,
                 conv_w, w2, b2, rm2, rv2, mom2, eps2):
-        y, mean1, invstd1 = _bn_act(x, code, w1, b1, rm1, rv1, mom1, eps1)
         ctx.code, ctx.shape, ctx.eps = code, shape, (eps1, eps2)
         # The extra outputs carry no gradient: no zero tensors for them.
         ctx.set_materialize_grads(False)
         ctx.with_conv = conv_w is not None
         t = None
         if conv_w is None:
+            y, mean1, invstd1 = _bn_act(x, code, w1, b1, rm1, rv1, mom1,
+                                        eps1)
             scale, shift = _affine(mean1, invstd1, w1, b1)
             ctx.save_for_backward(x, w1, mean1, invstd1, scale, shift)
         else:
-            k = conv_w.shape[-1]
-            t = _rows(F.conv2d(_lattice(y, shape), conv_w.to(y.dtype),
-                               padding=k // 2, groups=conv_w.shape[0]))
+            t, mean1, invstd1, t_stats = _bn_act_dwconv(
+                x, code, shape, w1, b1, rm1, rv1, mom1, eps1, conv_w)
             y, mean2, invstd2 = _bn_act(t, code, w2, b2, rm2, rv2, mom2,
-                                        eps2, out=y)  # y1 is free now
+                                        eps2, t_stats)
             scale, shift = _affine(mean2, invstd2, w2, b2)
             ctx.save_for_backward(x, w1, b1, mean1, invstd1, conv_w, t, w2,
                                   mean2, invstd2, scale, shift)

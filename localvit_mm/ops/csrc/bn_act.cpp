@@ -368,6 +368,85 @@ std::vector<at::Tensor> dwconv_bn_act_backward_impl(
   return {out.narrow(0, 0, K).view({k, k, C}), out[K], out[K + 1]};
 }
 
+// Depth-wise conv (stride 1, padding k // 2, no bias) of act(x * scale +
+// shift), one image at a time: the conv input is made for the image in a
+// cache-sized buffer and each output pixel gathers its k * k taps. The
+// batch statistics of the output are summed on the way, shifted by each
+// image's first pixel against cancellation.
+template <typename scalar_t, int64_t act>
+std::vector<at::Tensor> bn_act_dwconv_impl(const at::Tensor& x,
+                                           const at::Tensor& scale,
+                                           const at::Tensor& shift,
+                                           const at::Tensor& taps, int64_t H,
+                                           int64_t W, at::Tensor& out) {
+  const int64_t M = x.size(0), C = x.size(1), HW = H * W, images = M / HW;
+  const int64_t k = taps.size(0), K = k * k, pad = k / 2;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* sp = scale.data_ptr<scalar_t>();
+  const scalar_t* bp = shift.data_ptr<scalar_t>();
+  const scalar_t* wp = taps.data_ptr<scalar_t>();  // (k, k, C)
+  scalar_t* op = out.data_ptr<scalar_t>();
+  ThreadSums sums(2 * C);  // sum(t), sum(t^2)
+  at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> y(HW * C), block(2 * C);
+    std::vector<double> exact(2 * C);
+    std::vector<int64_t> in_taps(K), in_rows(K);
+    for (int64_t image = begin; image < end; ++image) {
+      const int64_t base = image * HW * C;
+      for (int64_t r = 0; r < HW; ++r) {
+        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+          auto z = load(xp + base + r * C + c, n) * load(sp + c, n) +
+                   load(bp + c, n);
+          store(activate<scalar_t, act>(z), y.data() + r * C + c, n);
+        });
+      }
+      std::fill(block.begin(), block.end(), scalar_t(0));
+      scalar_t* o = op + base;
+      for (int64_t p = 0; p < H; ++p) {
+        for (int64_t q = 0; q < W; ++q) {
+          int64_t taps_in = 0;
+          for (int64_t i = 0; i < k; ++i) {
+            for (int64_t j = 0; j < k; ++j) {
+              const int64_t pi = p + i - pad, qj = q + j - pad;
+              if (pi >= 0 && pi < H && qj >= 0 && qj < W) {
+                in_taps[taps_in] = i * k + j;
+                in_rows[taps_in++] = pi * W + qj;
+              }
+            }
+          }
+          const int64_t r = p * W + q;
+          for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+            Vec<scalar_t> t(0);
+            for (int64_t a = 0; a < taps_in; ++a)
+              t = t + load(wp + in_taps[a] * C + c, n) *
+                          load(y.data() + in_rows[a] * C + c, n);
+            store(t, o + r * C + c, n);
+            auto d = t - load(o + c, n);  // the image's first pixel
+            add_to(block.data() + c, d, n);
+            add_to(block.data() + C + c, d * d, n);
+          });
+        }
+      }
+      // sum(t) = sum(d) + HW * t0; sum(t^2) = sum(d^2) + 2 t0 sum(d) + HW t0^2
+      for (int64_t c = 0; c < C; ++c) {
+        const double t0 = o[c], sd = block[c];
+        exact[c] = sd + HW * t0;
+        exact[C + c] = block[C + c] + 2 * t0 * sd + HW * t0 * t0;
+      }
+      sums.add(exact);
+    }
+  });
+  const std::vector<double> sum = sums.total();
+  at::Tensor mean = at::empty({C}, x.options());
+  at::Tensor var = at::empty({C}, x.options());
+  for (int64_t c = 0; c < C; ++c) {
+    const double m = sum[c] / M;
+    mean.data_ptr<scalar_t>()[c] = m;
+    var.data_ptr<scalar_t>()[c] = std::max(sum[C + c] / M - m * m, 0.);
+  }
+  return {mean, var};
+}
+
 template <typename scalar_t, int64_t act>
 void gated_backward_impl(at::Tensor& grad_u, const at::Tensor& x,
                          const at::Tensor& scale, const at::Tensor& shift,
@@ -425,6 +504,19 @@ void check_groups(const at::Tensor& t, const at::Tensor& x, const char* name) {
               name, " must be a contiguous CPU (groups, ", x.size(1),
               ") tensor of x's dtype, the groups dividing its ", x.size(0),
               " rows");
+}
+
+void check_lattice(const at::Tensor& x, const at::Tensor& taps,
+                   int64_t height, int64_t width) {
+  TORCH_CHECK(height > 0 && width > 0 && x.size(0) % (height * width) == 0,
+              "the ", x.size(0), " rows are not images of ", height, "x",
+              width, " pixels");
+  TORCH_CHECK(taps.device().is_cpu() && taps.is_contiguous() &&
+                  taps.dim() == 3 && taps.size(0) == taps.size(1) &&
+                  taps.size(0) % 2 == 1 && taps.size(2) == x.size(1) &&
+                  taps.scalar_type() == x.scalar_type(),
+              "taps must be a contiguous CPU (k, k, ", x.size(1),
+              ") tensor of x's dtype with an odd k");
 }
 
 at::Tensor defined_or_empty(const c10::optional<at::Tensor>& t) {
@@ -511,15 +603,7 @@ std::vector<at::Tensor> dwconv_bn_act_backward(
   for (const auto& [t, name] : {std::pair{scale, "scale"}, {shift, "shift"},
                                 {mean, "mean"}})
     check_channels(t, x, name);
-  TORCH_CHECK(height > 0 && width > 0 && x.size(0) % (height * width) == 0,
-              "the ", x.size(0), " rows are not images of ", height, "x",
-              width, " pixels");
-  TORCH_CHECK(taps.device().is_cpu() && taps.is_contiguous() &&
-                  taps.dim() == 3 && taps.size(0) == taps.size(1) &&
-                  taps.size(0) % 2 == 1 && taps.size(2) == x.size(1) &&
-                  taps.scalar_type() == x.scalar_type(),
-              "taps must be a contiguous CPU (k, k, ", x.size(1),
-              ") tensor of x's dtype with an odd k");
+  check_lattice(x, taps, height, width);
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwconv_bn_act_backward", [&] {
     DISPATCH_ACT(act, A, (out = dwconv_bn_act_backward_impl<scalar_t, A>(
@@ -560,6 +644,28 @@ void bn_backward_apply(const at::Tensor& dy, const at::Tensor& x,
   });
 }
 
+// t = dwconv(act(x * scale + shift)) for (M, C) rows of images of H x W
+// pixels (channels last), written into out; taps is the conv weight as
+// (k, k, C), k odd. Returns t's per channel mean and biased variance.
+std::vector<at::Tensor> bn_act_dwconv(const at::Tensor& x,
+                                      const at::Tensor& scale,
+                                      const at::Tensor& shift,
+                                      const at::Tensor& taps, int64_t height,
+                                      int64_t width, int64_t act,
+                                      at::Tensor out) {
+  check_x(x);
+  check_rows(out, x, "out");
+  check_channels(scale, x, "scale");
+  check_channels(shift, x, "shift");
+  check_lattice(x, taps, height, width);
+  std::vector<at::Tensor> stats;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_act_dwconv", [&] {
+    DISPATCH_ACT(act, A, (stats = bn_act_dwconv_impl<scalar_t, A>(
+                              x, scale, shift, taps, height, width, out)));
+  });
+  return stats;
+}
+
 // Backward of (act(x * scale + shift) * gate) for (M, C) rows in B equal
 // groups and a (B, C) gate, given the gradient grad_u of the product:
 // returns the gate's gradient, writes act(...) * gate into gated_u and
@@ -586,6 +692,8 @@ at::Tensor gated_backward(at::Tensor grad_u, const at::Tensor& x,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("channel_stats", &channel_stats, "per channel mean, biased var");
   m.def("act_affine", &act_affine, "out = act(x * scale + shift)");
+  m.def("bn_act_dwconv", &bn_act_dwconv,
+        "dwconv(act(x * scale + shift)) and its batch statistics");
   m.def("bn_act_backward", &bn_act_backward,
         "backward of act(BatchNorm(x)), batch statistics");
   m.def("dwconv_bn_act_backward", &dwconv_bn_act_backward,

@@ -110,11 +110,43 @@ def test_gated_backward_matches_autograd(code, dtype, tol, rows, channels,
     assert_close_to(grad_gate, gate.grad, tol)
 
 
+LATTICES = [(3, 4, 5, 37, 3), (2, 7, 7, 16, 5), (5, 1, 1, 8, 3),
+            (1, 2, 9, 8, 7)]  # images, height, width, channels, kernel
+
+
 @pytest.mark.parametrize('code', sorted(KERNEL_CODES))
 @pytest.mark.parametrize('dtype,tol', DTYPES)
-@pytest.mark.parametrize('images,height,width,channels,k',
-                         [(3, 4, 5, 37, 3), (2, 7, 7, 16, 5), (5, 1, 1, 8, 3),
-                          (1, 2, 9, 8, 7)])
+@pytest.mark.parametrize('images,height,width,channels,k', LATTICES)
+@pytest.mark.parametrize('offset', [0., 100.])
+def test_bn_act_dwconv_matches_conv2d(code, dtype, tol, images, height, width,
+                                      channels, k, offset):
+    """dwconv(act(BN(x))) on channels-last lattices and the batch statistics
+    of its output (also far from zero: ``offset`` shifts the conv input)."""
+    rows = images * height * width
+    x, _, _, _, _, scale, shift = batch_norm_case(rows, channels, dtype)
+    shift = shift + offset
+    conv_w = torch.randn(channels, 1, k, k, dtype=dtype)
+    y = ACTIVATIONS[code](x * scale + shift)
+    expected = F.conv2d(y.view(images, height, width, -1).permute(0, 3, 1, 2),
+                        conv_w, padding=k // 2, groups=channels)
+    expected = expected.permute(0, 2, 3, 1).reshape(rows, channels)
+    taps = conv_w.view(channels, k, k).permute(1, 2, 0).contiguous()
+    t = torch.empty_like(x)
+    mean, var = ext.bn_act_dwconv(x, scale, shift, taps, height, width,
+                                  KERNEL_CODES[code], t)
+    assert_close_to(t, expected, tol)
+    expected_var, expected_mean = torch.var_mean(expected.double(), 0,
+                                                 correction=0)
+    assert_close_to(mean.double(), expected_mean, tol)
+    # Relative to E[t^2], the scale of the variance's rounding error.
+    square_scale = 1 + expected_mean.abs().max().item()**2
+    torch.testing.assert_close(var.double(), expected_var, rtol=tol * 10,
+                               atol=tol * 10 * square_scale)
+
+
+@pytest.mark.parametrize('code', sorted(KERNEL_CODES))
+@pytest.mark.parametrize('dtype,tol', DTYPES)
+@pytest.mark.parametrize('images,height,width,channels,k', LATTICES)
 def test_dwconv_bn_act_backward_matches_autograd(code, dtype, tol, images,
                                                  height, width, channels, k):
     """Back through dwconv(act(BN(x))) on channels-last lattices (borders,
