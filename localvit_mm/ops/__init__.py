@@ -1,4 +1,7 @@
-"""Compiled CPU kernels (``localvit_mm._ext``, built by setup.py)."""
+"""Compiled CPU kernels of the locality FFN (``localvit_mm._ext``, built by
+setup.py from ``csrc/bn_act.cpp``)."""
+import platform
+
 import torch
 
 try:
@@ -6,12 +9,15 @@ try:
 except ImportError:  # not built: callers fall back to ATen ops
     _ext = None
 
+# setup.py compiles the x86 build with AVX2 vectors.
+_NEEDS_AVX2 = platform.machine() in ('x86_64', 'AMD64')
+
 
 def cpu_kernels():
-    """The compiled module when it is built and this CPU runs its AVX2 code
-    (or the machine is not x86), else None."""
+    """The compiled module when it is built and this CPU can run it, else
+    None."""
     if _ext is None:
         return None
-    if torch.backends.cpu.get_cpu_capability() == 'DEFAULT':
+    if _NEEDS_AVX2 and torch.backends.cpu.get_cpu_capability() == 'DEFAULT':
         return None
     return _ext
