@@ -265,6 +265,22 @@ def _dwconv_bn_act_backward(kernels, grad, x, conv_w, shape, weight, mean,
             if needs[3] else None)
 
 
+def act_dwconv_act_(h, conv_w, conv_b, code, shape, pool):
+    """Inference, without autograd: ``act(dwconv(act(h)) + conv_b)`` in place
+    on (M, C) rows ``h`` of (B, H, W) lattices, one pass with the compiled
+    kernels. Returns ``(h, pooled)``, pooled the per-image token mean when
+    ``pool`` (else None); None where the kernels do not apply."""
+    k = conv_w.shape[-1]
+    kernels = _kernels_for(h, conv_w, conv_b)
+    if kernels is None or k % 2 == 0 or not h.is_contiguous():
+        return None
+    C = conv_w.shape[0]
+    taps = conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
+    pooled = kernels.act_dwconv_act_(h, taps, conv_b, shape[1], shape[2],
+                                     KERNEL_CODES[code], pool)
+    return h, pooled
+
+
 def _lattice(tokens: torch.Tensor, shape) -> torch.Tensor:
     """(M, C) rows of B images -> (B, C, H, W) channels-last view."""
     B, H, W = shape

@@ -10,9 +10,9 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .channel_attention import build_channel_attention
-from .fast_ffn import (GatedProjection, NormActConv, activate,
-                       activation_code, bn_scale_shift, bn_train_args,
-                       is_batch_stat_bn, is_foldable)
+from .fast_ffn import (GatedProjection, NormActConv, act_dwconv_act_,
+                       activate, activation_code, bn_scale_shift,
+                       bn_train_args, is_batch_stat_bn, is_foldable)
 from .lattice import lattice_to_tokens, tokens_to_lattice
 
 
@@ -190,16 +190,25 @@ class LocalityFeedForward(BaseModule):
             h = torch.baddbmm(b1, tokens, w1.t().expand(B, C, -1))
         else:
             h = torch.addmm(b1, tokens.reshape(B * N, C), w1.t())
-        h = activate(h.view(B * N, -1), code, no_grad)
-        if cw is not None:
-            lattice = h.view(B, *hw_shape, -1).permute(0, 3, 1, 2)
-            h = F.conv2d(lattice, cw, cb, padding=cw.shape[-1] // 2,
-                         groups=cw.shape[0])
-            h = activate(lattice_to_tokens(h).reshape(B * N, -1), code,
-                         no_grad)
-        if not isinstance(self.channel_attention, nn.Identity):
+        h = h.view(B * N, -1)
+        gated = not isinstance(self.channel_attention, nn.Identity)
+        fused = act_dwconv_act_(h, cw, cb, code, (B, *hw_shape), gated) \
+            if cw is not None and no_grad else None
+        if fused is not None:  # one pass on the CPU
+            h, pooled = fused
+        else:
+            pooled = None
+            h = activate(h, code, no_grad)
+            if cw is not None:
+                lattice = h.view(B, *hw_shape, -1).permute(0, 3, 1, 2)
+                h = F.conv2d(lattice, cw, cb, padding=cw.shape[-1] // 2,
+                             groups=cw.shape[0])
+                h = activate(lattice_to_tokens(h).reshape(B * N, -1), code,
+                             no_grad)
+        if gated:
             h = h.view(B, N, -1)
-            gate = self.channel_attention.channel_weights(h.mean(1))[:, None]
+            pooled = h.mean(1) if pooled is None else pooled
+            gate = self.channel_attention.channel_weights(pooled)[:, None]
             h = (h.mul_(gate) if no_grad else h * gate).view(B * N, -1)
         z = torch.addmm(b2, h, w2.t()).view(B, N, C)
         if no_grad and inplace:

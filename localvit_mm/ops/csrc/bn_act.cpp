@@ -368,11 +368,56 @@ std::vector<at::Tensor> dwconv_bn_act_backward_impl(
   return {out.narrow(0, 0, K).view({k, k, C}), out[K], out[K + 1]};
 }
 
-// Depth-wise conv (stride 1, padding k // 2, no bias) of act(x * scale +
-// shift), one image at a time: the conv input is made for the image in a
-// cache-sized buffer and each output pixel gathers its k * k taps. The
-// batch statistics of the output are summed on the way, shifted by each
-// image's first pixel against cancellation.
+// act(x * scale + shift) of one image's HW rows into y (identity affine
+// when scale is null): the conv input, made once in a cache-sized buffer.
+template <typename scalar_t, int64_t act>
+void image_input(const scalar_t* x, const scalar_t* scale,
+                 const scalar_t* shift, int64_t HW, int64_t C, scalar_t* y) {
+  for (int64_t r = 0; r < HW; ++r) {
+    for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+      auto z = load(x + r * C + c, n);
+      if (scale) z = z * load(scale + c, n) + load(shift + c, n);
+      store(activate<scalar_t, act>(z), y + r * C + c, n);
+    });
+  }
+}
+
+// Depth-wise conv (stride 1, padding k // 2) of one H x W image held in y
+// (channels last): each output pixel gathers its k * k taps, and
+// epilogue(r, c, n, t) receives output row r's chunk [c, c + n).
+template <typename scalar_t, typename Epilogue>
+void dwconv_image(const scalar_t* y, const scalar_t* taps, int64_t H,
+                  int64_t W, int64_t C, int64_t k,
+                  std::vector<int64_t>& tap_ids, std::vector<int64_t>& rows,
+                  const Epilogue& epilogue) {
+  const int64_t pad = k / 2;
+  for (int64_t p = 0; p < H; ++p) {
+    for (int64_t q = 0; q < W; ++q) {
+      int64_t taps_in = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t pi = p + i - pad, qj = q + j - pad;
+          if (pi >= 0 && pi < H && qj >= 0 && qj < W) {
+            tap_ids[taps_in] = i * k + j;
+            rows[taps_in++] = pi * W + qj;
+          }
+        }
+      }
+      const int64_t r = p * W + q;
+      for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+        Vec<scalar_t> t(0);
+        for (int64_t a = 0; a < taps_in; ++a)
+          t = t + load(taps + tap_ids[a] * C + c, n) *
+                      load(y + rows[a] * C + c, n);
+        epilogue(r, c, n, t);
+      });
+    }
+  }
+}
+
+// Training forward: t = dwconv(act(x * scale + shift)) into out, with the
+// batch statistics of t summed on the way, shifted by each image's first
+// pixel against cancellation.
 template <typename scalar_t, int64_t act>
 std::vector<at::Tensor> bn_act_dwconv_impl(const at::Tensor& x,
                                            const at::Tensor& scale,
@@ -380,54 +425,29 @@ std::vector<at::Tensor> bn_act_dwconv_impl(const at::Tensor& x,
                                            const at::Tensor& taps, int64_t H,
                                            int64_t W, at::Tensor& out) {
   const int64_t M = x.size(0), C = x.size(1), HW = H * W, images = M / HW;
-  const int64_t k = taps.size(0), K = k * k, pad = k / 2;
+  const int64_t k = taps.size(0);
   const scalar_t* xp = x.data_ptr<scalar_t>();
-  const scalar_t* sp = scale.data_ptr<scalar_t>();
-  const scalar_t* bp = shift.data_ptr<scalar_t>();
   const scalar_t* wp = taps.data_ptr<scalar_t>();  // (k, k, C)
   scalar_t* op = out.data_ptr<scalar_t>();
   ThreadSums sums(2 * C);  // sum(t), sum(t^2)
   at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> y(HW * C), block(2 * C);
     std::vector<double> exact(2 * C);
-    std::vector<int64_t> in_taps(K), in_rows(K);
+    std::vector<int64_t> tap_ids(k * k), rows(k * k);
     for (int64_t image = begin; image < end; ++image) {
-      const int64_t base = image * HW * C;
-      for (int64_t r = 0; r < HW; ++r) {
-        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-          auto z = load(xp + base + r * C + c, n) * load(sp + c, n) +
-                   load(bp + c, n);
-          store(activate<scalar_t, act>(z), y.data() + r * C + c, n);
-        });
-      }
+      image_input<scalar_t, act>(xp + image * HW * C,
+                                 scale.data_ptr<scalar_t>(),
+                                 shift.data_ptr<scalar_t>(), HW, C, y.data());
       std::fill(block.begin(), block.end(), scalar_t(0));
-      scalar_t* o = op + base;
-      for (int64_t p = 0; p < H; ++p) {
-        for (int64_t q = 0; q < W; ++q) {
-          int64_t taps_in = 0;
-          for (int64_t i = 0; i < k; ++i) {
-            for (int64_t j = 0; j < k; ++j) {
-              const int64_t pi = p + i - pad, qj = q + j - pad;
-              if (pi >= 0 && pi < H && qj >= 0 && qj < W) {
-                in_taps[taps_in] = i * k + j;
-                in_rows[taps_in++] = pi * W + qj;
-              }
-            }
-          }
-          const int64_t r = p * W + q;
-          for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-            Vec<scalar_t> t(0);
-            for (int64_t a = 0; a < taps_in; ++a)
-              t = t + load(wp + in_taps[a] * C + c, n) *
-                          load(y.data() + in_rows[a] * C + c, n);
-            store(t, o + r * C + c, n);
-            auto d = t - load(o + c, n);  // the image's first pixel
-            add_to(block.data() + c, d, n);
-            add_to(block.data() + C + c, d * d, n);
-          });
-        }
-      }
-      // sum(t) = sum(d) + HW * t0; sum(t^2) = sum(d^2) + 2 t0 sum(d) + HW t0^2
+      scalar_t* o = op + image * HW * C;
+      dwconv_image(y.data(), wp, H, W, C, k, tap_ids, rows,
+                   [&](int64_t r, int64_t c, int64_t n, Vec<scalar_t> t) {
+                     store(t, o + r * C + c, n);
+                     auto d = t - load(o + c, n);  // the image's first pixel
+                     add_to(block.data() + c, d, n);
+                     add_to(block.data() + C + c, d * d, n);
+                   });
+      // sum(t) = sum(d) + HW t0; sum(t^2) = sum(d^2) + 2 t0 sum(d) + HW t0^2
       for (int64_t c = 0; c < C; ++c) {
         const double t0 = o[c], sd = block[c];
         exact[c] = sd + HW * t0;
@@ -445,6 +465,37 @@ std::vector<at::Tensor> bn_act_dwconv_impl(const at::Tensor& x,
     var.data_ptr<scalar_t>()[c] = std::max(sum[C + c] / M - m * m, 0.);
   }
   return {mean, var};
+}
+
+// Inference: x = act(dwconv(act(x)) + bias) in place, image by image, and
+// each image's token mean of the result into pooled when it is defined.
+template <typename scalar_t, int64_t act>
+void act_dwconv_act_impl(at::Tensor& x, const at::Tensor& taps,
+                         const at::Tensor& bias, int64_t H, int64_t W,
+                         at::Tensor& pooled) {
+  const int64_t M = x.size(0), C = x.size(1), HW = H * W, images = M / HW;
+  const int64_t k = taps.size(0);
+  scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* wp = taps.data_ptr<scalar_t>();
+  const scalar_t* bp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+  scalar_t* pp = pooled.defined() ? pooled.data_ptr<scalar_t>() : nullptr;
+  at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> y(HW * C);
+    std::vector<int64_t> tap_ids(k * k), rows(k * k);
+    for (int64_t image = begin; image < end; ++image) {
+      scalar_t* o = xp + image * HW * C;  // free once y holds the input
+      image_input<scalar_t, act>(o, nullptr, nullptr, HW, C, y.data());
+      scalar_t* mean = pp ? pp + image * C : nullptr;
+      if (mean) std::fill(mean, mean + C, scalar_t(0));
+      dwconv_image(y.data(), wp, H, W, C, k, tap_ids, rows,
+                   [&](int64_t r, int64_t c, int64_t n, Vec<scalar_t> t) {
+                     if (bp) t = t + load(bp + c, n);
+                     t = activate<scalar_t, act>(t);
+                     store(t, o + r * C + c, n);
+                     if (mean) add_to(mean + c, t / Vec<scalar_t>(HW), n);
+                   });
+    }
+  });
 }
 
 template <typename scalar_t, int64_t act>
@@ -666,6 +717,29 @@ std::vector<at::Tensor> bn_act_dwconv(const at::Tensor& x,
   return stats;
 }
 
+// Inference form of the conv stage: x = act(dwconv(act(x)) + bias) in
+// place for (M, C) rows of images of H x W pixels (channels last); taps is
+// the conv weight as (k, k, C), k odd, bias optional. With pool, returns
+// the per-image token mean (images, C) of the result (else an empty
+// tensor), which a channel gate needs.
+at::Tensor act_dwconv_act_(at::Tensor x, const at::Tensor& taps,
+                           const c10::optional<at::Tensor>& bias,
+                           int64_t height, int64_t width, int64_t act,
+                           bool pool) {
+  check_x(x);
+  check_lattice(x, taps, height, width);
+  at::Tensor b = defined_or_empty(bias);
+  if (b.defined()) check_channels(b, x, "bias");
+  at::Tensor pooled;
+  if (pool) pooled = at::empty({x.size(0) / (height * width), x.size(1)},
+                               x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "act_dwconv_act_", [&] {
+    DISPATCH_ACT(act, A, (act_dwconv_act_impl<scalar_t, A>(
+                              x, taps, b, height, width, pooled)));
+  });
+  return pool ? pooled : at::Tensor();
+}
+
 // Backward of (act(x * scale + shift) * gate) for (M, C) rows in B equal
 // groups and a (B, C) gate, given the gradient grad_u of the product:
 // returns the gate's gradient, writes act(...) * gate into gated_u and
@@ -694,6 +768,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("act_affine", &act_affine, "out = act(x * scale + shift)");
   m.def("bn_act_dwconv", &bn_act_dwconv,
         "dwconv(act(x * scale + shift)) and its batch statistics");
+  m.def("act_dwconv_act_", &act_dwconv_act_,
+        "x = act(dwconv(act(x)) + bias) in place, optional token means");
   m.def("bn_act_backward", &bn_act_backward,
         "backward of act(BatchNorm(x)), batch statistics");
   m.def("dwconv_bn_act_backward", &dwconv_bn_act_backward,

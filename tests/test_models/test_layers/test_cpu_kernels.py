@@ -147,6 +147,32 @@ def test_bn_act_dwconv_matches_conv2d(code, dtype, tol, images, height, width,
 @pytest.mark.parametrize('code', sorted(KERNEL_CODES))
 @pytest.mark.parametrize('dtype,tol', DTYPES)
 @pytest.mark.parametrize('images,height,width,channels,k', LATTICES)
+@pytest.mark.parametrize('with_bias', [True, False])
+def test_act_dwconv_act_in_place_matches_conv2d(code, dtype, tol, images,
+                                                height, width, channels, k,
+                                                with_bias):
+    """The inference form, in place, and the per-image token means."""
+    rows = images * height * width
+    x = torch.randn(rows, channels, dtype=dtype) * 2
+    conv_w = torch.randn(channels, 1, k, k, dtype=dtype)
+    bias = torch.randn(channels, dtype=dtype) if with_bias else None
+    act = ACTIVATIONS[code]
+    lattice = act(x).view(images, height, width, -1).permute(0, 3, 1, 2)
+    expected = act(F.conv2d(lattice, conv_w, bias, padding=k // 2,
+                            groups=channels))
+    expected = expected.permute(0, 2, 3, 1).reshape(rows, channels)
+    taps = conv_w.view(channels, k, k).permute(1, 2, 0).contiguous()
+    pooled = ext.act_dwconv_act_(x, taps, bias, height, width,
+                                 KERNEL_CODES[code], True)
+    assert_close_to(x, expected, tol)
+    assert_close_to(pooled, expected.view(images, -1, channels).mean(1), tol)
+    assert ext.act_dwconv_act_(x, taps, bias, height, width,
+                               KERNEL_CODES[code], False) is None
+
+
+@pytest.mark.parametrize('code', sorted(KERNEL_CODES))
+@pytest.mark.parametrize('dtype,tol', DTYPES)
+@pytest.mark.parametrize('images,height,width,channels,k', LATTICES)
 def test_dwconv_bn_act_backward_matches_autograd(code, dtype, tol, images,
                                                  height, width, channels, k):
     """Back through dwconv(act(BN(x))) on channels-last lattices (borders,

@@ -155,6 +155,18 @@ def test_every_option_matches_reference(options, training, kernels):
             'batch_stats' if training else 'folded')
 
 
+@pytest.mark.parametrize('options', OPTIONS)
+def test_every_option_no_grad_eval_matches_reference(options, kernels):
+    """Inference without autograd (the conv stage in one in-place pass
+    with the compiled kernels) for every option."""
+    torch.manual_seed(0)
+    ffn = randomize(LocalityFeedForward(16, **options)).eval()
+    x = torch.randn(3, 1 + 12, 16, dtype=torch.float64)
+    with torch.no_grad():
+        expected = reference_ffn(ffn, x, (3, 4), 1, training=False)
+        torch.testing.assert_close(ffn(x, (3, 4), 1), expected, **TOL)
+
+
 @pytest.mark.parametrize('hw_shape', [(2, 7), (7, 2), (1, 1), (5, 5)])
 @pytest.mark.parametrize('extra', [0, 1, 2])
 @pytest.mark.parametrize('training', [True, False])
@@ -169,7 +181,7 @@ def test_lattices_and_extra_tokens(hw_shape, extra, training, kernels):
 
 
 @pytest.mark.parametrize('extra', [0, 1, 2])
-def test_no_grad_eval_writes_in_place_correctly(extra):
+def test_no_grad_eval_writes_in_place_correctly(extra, kernels):
     """The no-grad path (in-place activations, batched GEMM on the strided
     image tokens, output written without concatenation) gives the
     reference; it leaves its input alone unless told it owns it."""
