@@ -262,112 +262,6 @@ std::vector<at::Tensor> bn_act_backward_impl(
   return {out[0], out[1]};
 }
 
-// Depth-wise conv backward (stride 1, padding k // 2) into the gradient at
-// the BatchNorm output before it, one image at a time: the conv input
-// act(x * scale + shift) is made for the image in a cache-sized buffer, the
-// weight gradient is summed tap by tap, each pixel gathers its input
-// gradient from its k * k neighbours, and the BatchNorm column sums of the
-// result are taken on the way.
-template <typename scalar_t, int64_t act>
-std::vector<at::Tensor> dwconv_bn_act_backward_impl(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
-    const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& taps,
-    int64_t H, int64_t W, at::Tensor& dy_out) {
-  const int64_t C = x.size(1), HW = H * W, images = x.size(0) / HW;
-  const int64_t k = taps.size(0), K = k * k, pad = k / 2;
-  const scalar_t* gp = grad.data_ptr<scalar_t>();
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  const scalar_t* sp = scale.data_ptr<scalar_t>();
-  const scalar_t* bp = shift.data_ptr<scalar_t>();
-  const scalar_t* mp = mean.data_ptr<scalar_t>();
-  const scalar_t* wp = taps.data_ptr<scalar_t>();  // (k, k, C)
-  scalar_t* dp = dy_out.data_ptr<scalar_t>();
-  // Per thread: weight gradient (K, C), sum(dy), sum(dy * (x - mean)).
-  ThreadSums sums((K + 2) * C);
-  at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> y(HW * C), block((K + 2) * C);
-    std::vector<int64_t> g_taps(K), g_rows(K);
-    for (int64_t image = begin; image < end; ++image) {
-      const int64_t base = image * HW * C;
-      const scalar_t *gb = gp + base, *xb = xp + base;
-      for (int64_t r = 0; r < HW; ++r) {
-        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-          auto z = load(xb + r * C + c, n) * load(sp + c, n) + load(bp + c, n);
-          store(activate<scalar_t, act>(z), y.data() + r * C + c, n);
-        });
-      }
-      std::fill(block.begin(), block.end(), scalar_t(0));
-      scalar_t* gw = block.data();
-      // Weight gradient, tap by tap: the output pixels whose input pixel
-      // (p + i - pad, q + j - pad) lies inside the image form a rectangle.
-      for (int64_t i = 0; i < k; ++i) {
-        for (int64_t j = 0; j < k; ++j) {
-          const int64_t p0 = std::max<int64_t>(0, pad - i),
-                        p1 = std::min(H, H + pad - i);
-          const int64_t q0 = std::max<int64_t>(0, pad - j),
-                        q1 = std::min(W, W + pad - j);
-          const int64_t shift_rows = (i - pad) * W + (j - pad);
-          for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-            auto term = [&](int64_t r) {
-              return load(gb + r * C + c, n) *
-                     load(y.data() + (r + shift_rows) * C + c, n);
-            };
-            // Four sums in flight: one would wait on each add's latency.
-            Vec<scalar_t> acc0(0), acc1(0), acc2(0), acc3(0);
-            for (int64_t p = p0; p < p1; ++p) {
-              int64_t r = p * W + q0;
-              for (; r + 4 <= p * W + q1; r += 4) {
-                acc0 = acc0 + term(r);
-                acc1 = acc1 + term(r + 1);
-                acc2 = acc2 + term(r + 2);
-                acc3 = acc3 + term(r + 3);
-              }
-              for (; r < p * W + q1; ++r) acc0 = acc0 + term(r);
-            }
-            store((acc0 + acc1) + (acc2 + acc3), gw + (i * k + j) * C + c, n);
-          });
-        }
-      }
-      // Input gradient, pixel by pixel from the output pixels that read it,
-      // then through act and into the BatchNorm column sums.
-      for (int64_t p = 0; p < H; ++p) {
-        for (int64_t q = 0; q < W; ++q) {
-          int64_t taps_in = 0;
-          for (int64_t i = 0; i < k; ++i) {
-            for (int64_t j = 0; j < k; ++j) {
-              const int64_t po = p - i + pad, qo = q - j + pad;
-              if (po >= 0 && po < H && qo >= 0 && qo < W) {
-                g_taps[taps_in] = i * k + j;
-                g_rows[taps_in++] = po * W + qo;
-              }
-            }
-          }
-          const int64_t r = p * W + q;
-          for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-            Vec<scalar_t> g_in(0);
-            for (int64_t t = 0; t < taps_in; ++t)
-              g_in = g_in + load(wp + g_taps[t] * C + c, n) *
-                                load(gb + g_rows[t] * C + c, n);
-            auto xv = load(xb + r * C + c, n);
-            auto dy = activation_grad<scalar_t, act>(
-                g_in, xv * load(sp + c, n) + load(bp + c, n));
-            store(dy, dp + base + r * C + c, n);
-            add_to(gw + K * C + c, dy, n);
-            add_to(gw + (K + 1) * C + c, dy * (xv - load(mp + c, n)), n);
-          });
-        }
-      }
-      sums.add(block);
-    }
-  });
-  const std::vector<double> sum = sums.total();
-  auto options = x.options().dtype(at::kDouble);
-  at::Tensor out = at::from_blob(const_cast<double*>(sum.data()),
-                                 {K + 2, C}, options)
-                       .to(x.scalar_type(), false, /*copy=*/true);
-  return {out.narrow(0, 0, K).view({k, k, C}), out[K], out[K + 1]};
-}
-
 // act(x * scale + shift) of one image's HW rows into y (identity affine
 // when scale is null): the conv input, made once in a cache-sized buffer.
 template <typename scalar_t, int64_t act>
@@ -413,6 +307,93 @@ void dwconv_image(const scalar_t* y, const scalar_t* taps, int64_t H,
       });
     }
   }
+}
+
+// Depth-wise conv backward (stride 1, padding k // 2) into the gradient at
+// the BatchNorm output before it, one image at a time: the conv input
+// act(x * scale + shift) is made for the image in a cache-sized buffer, the
+// weight gradient is summed tap by tap, the input gradient is a conv of the
+// output gradient, and the BatchNorm column sums of the result are taken on
+// the way.
+template <typename scalar_t, int64_t act>
+std::vector<at::Tensor> dwconv_bn_act_backward_impl(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
+    const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& taps,
+    int64_t H, int64_t W, at::Tensor& dy_out) {
+  const int64_t C = x.size(1), HW = H * W, images = x.size(0) / HW;
+  const int64_t k = taps.size(0), K = k * k, pad = k / 2;
+  const scalar_t* gp = grad.data_ptr<scalar_t>();
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* sp = scale.data_ptr<scalar_t>();
+  const scalar_t* bp = shift.data_ptr<scalar_t>();
+  const scalar_t* mp = mean.data_ptr<scalar_t>();
+  const scalar_t* wp = taps.data_ptr<scalar_t>();  // (k, k, C)
+  scalar_t* dp = dy_out.data_ptr<scalar_t>();
+  std::vector<scalar_t> turned(K * C);  // taps[k-1-i][k-1-j]
+  for (int64_t t = 0; t < K; ++t)
+    std::copy(wp + (K - 1 - t) * C, wp + (K - t) * C, turned.data() + t * C);
+  // Per thread: weight gradient (K, C), sum(dy), sum(dy * (x - mean)).
+  ThreadSums sums((K + 2) * C);
+  at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> y(HW * C), block((K + 2) * C);
+    std::vector<int64_t> tap_ids(K), rows(K);
+    for (int64_t image = begin; image < end; ++image) {
+      const int64_t base = image * HW * C;
+      const scalar_t *gb = gp + base, *xb = xp + base;
+      image_input<scalar_t, act>(xb, sp, bp, HW, C, y.data());
+      std::fill(block.begin(), block.end(), scalar_t(0));
+      scalar_t* gw = block.data();
+      // Weight gradient, tap by tap: the output pixels whose input pixel
+      // (p + i - pad, q + j - pad) lies inside the image form a rectangle.
+      for (int64_t i = 0; i < k; ++i) {
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t p0 = std::max<int64_t>(0, pad - i),
+                        p1 = std::min(H, H + pad - i);
+          const int64_t q0 = std::max<int64_t>(0, pad - j),
+                        q1 = std::min(W, W + pad - j);
+          const int64_t shift_rows = (i - pad) * W + (j - pad);
+          for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+            auto term = [&](int64_t r) {
+              return load(gb + r * C + c, n) *
+                     load(y.data() + (r + shift_rows) * C + c, n);
+            };
+            // Four sums in flight: one would wait on each add's latency.
+            Vec<scalar_t> acc0(0), acc1(0), acc2(0), acc3(0);
+            for (int64_t p = p0; p < p1; ++p) {
+              int64_t r = p * W + q0;
+              for (; r + 4 <= p * W + q1; r += 4) {
+                acc0 = acc0 + term(r);
+                acc1 = acc1 + term(r + 1);
+                acc2 = acc2 + term(r + 2);
+                acc3 = acc3 + term(r + 3);
+              }
+              for (; r < p * W + q1; ++r) acc0 = acc0 + term(r);
+            }
+            store((acc0 + acc1) + (acc2 + acc3), gw + (i * k + j) * C + c, n);
+          });
+        }
+      }
+      // Input gradient: the conv of the output gradient with the kernel
+      // turned by 180 degrees, then through act and into BN's column sums.
+      dwconv_image(gb, turned.data(), H, W, C, k, tap_ids, rows,
+                   [&](int64_t r, int64_t c, int64_t n, Vec<scalar_t> g_in) {
+                     auto xv = load(xb + r * C + c, n);
+                     auto dy = activation_grad<scalar_t, act>(
+                         g_in, xv * load(sp + c, n) + load(bp + c, n));
+                     store(dy, dp + base + r * C + c, n);
+                     add_to(gw + K * C + c, dy, n);
+                     add_to(gw + (K + 1) * C + c,
+                            dy * (xv - load(mp + c, n)), n);
+                   });
+      sums.add(block);
+    }
+  });
+  const std::vector<double> sum = sums.total();
+  auto options = x.options().dtype(at::kDouble);
+  at::Tensor out = at::from_blob(const_cast<double*>(sum.data()),
+                                 {K + 2, C}, options)
+                       .to(x.scalar_type(), false, /*copy=*/true);
+  return {out.narrow(0, 0, K).view({k, k, C}), out[K], out[K + 1]};
 }
 
 // Training forward: t = dwconv(act(x * scale + shift)) into out, with the
