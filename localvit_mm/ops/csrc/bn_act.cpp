@@ -18,7 +18,7 @@ namespace {
 // through the activation).
 enum Activation : int64_t { kHSwish = 0, kReLU6 = 1, kReLU = 2, kIdentity = 3 };
 
-// Rows per block of the column sums: summed in scalar_t, then into double.
+// Rows per block of column_sums: summed in scalar_t, then into double.
 constexpr int64_t kBlockRows = 128;
 
 template <typename scalar_t>
@@ -109,12 +109,11 @@ class ThreadSums {
   std::vector<double> sums_;
 };
 
-template <typename scalar_t>
-std::vector<at::Tensor> channel_stats_impl(const at::Tensor& x) {
-  const int64_t M = x.size(0), C = x.size(1);
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  // Sums of (x - x[0]) and its square: the first row as a shift keeps
-  // E[d^2] - E[d]^2 free of cancellation for data far from zero.
+// Per channel sums over M rows of the two terms (a, b) = terms(r, c, n)
+// gives for row r's chunk [c, c + n): 2 C doubles, sum(a) then sum(b).
+// Each thread sums blocks of rows in scalar_t and adds them in double.
+template <typename scalar_t, typename Terms>
+std::vector<double> column_sums(int64_t M, int64_t C, const Terms& terms) {
   ThreadSums sums(2 * C);
   at::parallel_for(0, M, kBlockRows, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> block(2 * C);
@@ -122,23 +121,46 @@ std::vector<at::Tensor> channel_stats_impl(const at::Tensor& x) {
       std::fill(block.begin(), block.end(), scalar_t(0));
       for (int64_t r = r0; r < std::min(end, r0 + kBlockRows); ++r) {
         for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-          auto d = load(xp + r * C + c, n) - load(xp + c, n);
-          add_to(block.data() + c, d, n);
-          add_to(block.data() + C + c, d * d, n);
+          auto [a, b] = terms(r, c, n);
+          add_to(block.data() + c, a, n);
+          add_to(block.data() + C + c, b, n);
         });
       }
       sums.add(block);
     }
   });
-  const std::vector<double> sum = sums.total();
-  at::Tensor mean = at::empty({C}, x.options());
-  at::Tensor var = at::empty({C}, x.options());
+  return sums.total();
+}
+
+// (mean, biased variance) per channel from sum(d) and sum(d^2) over M rows
+// (the first and second C entries of sum), d = value - shift (shift null:
+// d = value).
+template <typename scalar_t>
+std::vector<at::Tensor> mean_and_var(const std::vector<double>& sum,
+                                     const scalar_t* shift, int64_t M,
+                                     const at::TensorOptions& options) {
+  const int64_t C = sum.size() / 2;
+  at::Tensor mean = at::empty({C}, options), var = at::empty({C}, options);
   for (int64_t c = 0; c < C; ++c) {
     const double d = sum[c] / M;
-    mean.data_ptr<scalar_t>()[c] = xp[c] + d;
+    mean.data_ptr<scalar_t>()[c] = (shift ? shift[c] : 0.) + d;
     var.data_ptr<scalar_t>()[c] = std::max(sum[C + c] / M - d * d, 0.);
   }
   return {mean, var};
+}
+
+template <typename scalar_t>
+std::vector<at::Tensor> channel_stats_impl(const at::Tensor& x) {
+  const int64_t M = x.size(0), C = x.size(1);
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  // Sums of (x - x[0]) and its square: the first row as a shift keeps
+  // E[d^2] - E[d]^2 free of cancellation for data far from zero.
+  auto sums = column_sums<scalar_t>(M, C, [&](int64_t r, int64_t c,
+                                               int64_t n) {
+    auto d = load(xp + r * C + c, n) - load(xp + c, n);
+    return std::pair{d, d * d};
+  });
+  return mean_and_var<scalar_t>(sums, xp, M, x.options());
 }
 
 template <typename scalar_t, int64_t act>
@@ -233,23 +255,11 @@ std::vector<at::Tensor> bn_act_backward_impl(
       shift.data_ptr<scalar_t>(), pp, C, pp ? M / pooled.size(0) : M};
 
   // Pass 1: per channel, sum(dy) and sum(dy * (x - mean)).
-  ThreadSums sums(2 * C);
-  at::parallel_for(0, M, kBlockRows, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> block(2 * C);
-    for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
-      std::fill(block.begin(), block.end(), scalar_t(0));
-      for (int64_t r = r0; r < std::min(end, r0 + kBlockRows); ++r) {
-        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-          auto d = dy(r, c, n);
-          add_to(block.data() + c, d, n);
-          add_to(block.data() + C + c,
-                 d * (load(xp + r * C + c, n) - load(mp + c, n)), n);
-        });
-      }
-      sums.add(block);
-    }
-  });
-  const std::vector<double> sum = sums.total();
+  const std::vector<double> sum = column_sums<scalar_t>(
+      M, C, [&](int64_t r, int64_t c, int64_t n) {
+        auto d = dy(r, c, n);
+        return std::pair{d, d * (load(xp + r * C + c, n) - load(mp + c, n))};
+      });
   // Pass 2: recompute dy and write grad_x.
   bn_backward_apply_impl(
       dy, x,
@@ -437,15 +447,7 @@ std::vector<at::Tensor> bn_act_dwconv_impl(const at::Tensor& x,
       sums.add(exact);
     }
   });
-  const std::vector<double> sum = sums.total();
-  at::Tensor mean = at::empty({C}, x.options());
-  at::Tensor var = at::empty({C}, x.options());
-  for (int64_t c = 0; c < C; ++c) {
-    const double m = sum[c] / M;
-    mean.data_ptr<scalar_t>()[c] = m;
-    var.data_ptr<scalar_t>()[c] = std::max(sum[C + c] / M - m * m, 0.);
-  }
-  return {mean, var};
+  return mean_and_var<scalar_t>(sums.total(), nullptr, M, x.options());
 }
 
 // Inference: x = act(dwconv(act(x)) + bias) in place, image by image, and
