@@ -221,7 +221,7 @@ def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
     if kernels is not None and needs[0]:  # two passes
         if out is None or out.dtype != x.dtype:
             out = torch.empty_like(x)
-        sum_dy, sum_dy_xmu = kernels.bn_act_backward(
+        sum_dy, sum_dy_xmu, _ = kernels.bn_act_backward(
             grad, x, scale.to(x.dtype), shift.to(x.dtype), mean, invstd,
             weight, pooled_grad, KERNEL_CODES[code], out)
         has_affine = weight is not None
@@ -241,28 +241,45 @@ def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
                                            invstd, True, eps, mask)
 
 
-def _dwconv_bn_act_backward(kernels, grad, x, conv_w, shape, weight, mean,
-                            invstd, scale, shift, code, needs):
-    """Back through dwconv(act(BN(x))) with the compiled kernels: one pass
-    for the conv's input and weight gradients (its input recomputed from
-    ``x``) and BN's column sums, one for BN's input gradient. Returns the
-    gradients of x, BN weight, BN bias and the conv weight."""
+def _conv_stages_backward(kernels, grad, pooled_grad, saved, shape, code,
+                          needs):
+    """Back through act(BN2(dwconv(act(BN1(x))))) with the compiled kernels:
+    BN2's column sums (one pass); the conv's input and weight gradients,
+    its output gradient and input recomputed per image in cache, and BN1's
+    column sums (one pass); BN1's input gradient (one pass). Returns the
+    gradients of x, BN1 weight and bias, the conv weight, BN2 weight and
+    bias (None where not needed)."""
+    (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale2,
+     shift2) = saved
     B, H, W = shape
     C, k = conv_w.shape[0], conv_w.shape[-1]
+    act = KERNEL_CODES[code]
+    scale2, shift2 = scale2.to(x.dtype), shift2.to(x.dtype)
+    sum_dy2, sum_dy2_xmu, coef2 = kernels.bn_act_backward(
+        grad, t, scale2, shift2, mean2, invstd2, w2, pooled_grad, act, None)
+    scale1, shift1 = _affine(mean1, invstd1, w1, b1)
     taps = conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
     dy = torch.empty_like(x)
     grad_taps, sum_dy, sum_dy_xmu = kernels.dwconv_bn_act_backward(
-        grad, x, scale.to(x.dtype), shift.to(x.dtype), mean, taps, H, W,
-        KERNEL_CODES[code], dy)
+        grad, t, scale2, shift2, pooled_grad, coef2, x, scale1.to(x.dtype),
+        shift1.to(x.dtype), mean1, taps, H, W, act, dy)
     if needs[0]:
-        kernels.bn_backward_apply(dy, x, mean, invstd, weight, sum_dy,
+        kernels.bn_backward_apply(dy, x, mean1, invstd1, w1, sum_dy,
                                   sum_dy_xmu, dy)
-    has_affine = weight is not None
+
+    def affine_grads(weight, sum_dy, sum_dy_xmu, invstd, need_w, need_b):
+        if weight is None:
+            return None, None
+        return (sum_dy_xmu * invstd if need_w else None,
+                sum_dy if need_b else None)
+
     return (dy if needs[0] else None,
-            sum_dy_xmu * invstd if has_affine and needs[1] else None,
-            sum_dy if has_affine and needs[2] else None,
+            *affine_grads(w1, sum_dy, sum_dy_xmu, invstd1, needs[4],
+                          needs[5]),
             grad_taps.permute(2, 0, 1).reshape(C, 1, k, k)
-            if needs[3] else None)
+            if needs[10] else None,
+            *affine_grads(w2, sum_dy2, sum_dy2_xmu, invstd2, needs[11],
+                          needs[12]))
 
 
 def act_dwconv_act_(h, conv_w, conv_b, code, shape, pool):
@@ -356,20 +373,21 @@ class NormActConv(torch.autograd.Function):
             return (gx, None, None, None, gw1, gb1) + (None, ) * 11
         (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale,
          shift) = saved
+        kernels = _kernels_for(x, grad, t, conv_w, w1, w2, mean2,
+                               grad_pooled)
+        if kernels is not None and conv_w.shape[-1] % 2:
+            gx, gw1, gb1, gconv, gw2, gb2 = _conv_stages_backward(
+                kernels, grad.contiguous(), grad_pooled, saved, shape, code,
+                needs)
+            return (gx, None, None, None, gw1, gb1, None, None, None, None,
+                    gconv, gw2, gb2, None, None, None, None)
         # Fresh memory costs page faults on the CPU, more than a pass: the
-        # recomputed y reuses the buffer that gt leaves free (ATen path).
+        # recomputed y reuses the buffer that gt leaves free.
         scratch = torch.empty_like(t)
         gt, gw2, gb2 = _bn_act_backward(
             grad, t, w2, mean2, invstd2, ctx.eps[1], scale, shift, code,
             (True, needs[11], needs[12]), scratch, grad_pooled)
         scale1, shift1 = _affine(mean1, invstd1, w1, b1)
-        kernels = _kernels_for(x, gt, conv_w, w1)
-        if kernels is not None and conv_w.shape[-1] % 2:
-            gx, gw1, gb1, gconv = _dwconv_bn_act_backward(
-                kernels, gt, x, conv_w, shape, w1, mean1, invstd1, scale1,
-                shift1, code, (needs[0], needs[4], needs[5], needs[10]))
-            return (gx, None, None, None, gw1, gb1, None, None, None, None,
-                    gconv, gw2, gb2, None, None, None, None)
         y = _recompute_act(x, scale1, shift1, code,
                            None if gt is scratch else scratch)
         k = conv_w.shape[-1]

@@ -220,27 +220,51 @@ struct RowGrad {
   }
 };
 
-// grad_x = dy * a + x * b + k, row by row (grad_x may be dy's memory).
+// The BatchNorm input gradient dy * a + x * b + k of row r, chunk
+// [c, c + n), from the gradient dy at its output and the (a, b, k)
+// coefficients of bn_backward_coefficients.
 template <typename scalar_t, int64_t act>
-void bn_backward_apply_impl(const RowGrad<scalar_t, act>& dy,
-                            const at::Tensor& x, const at::Tensor& coef,
-                            at::Tensor& grad_x) {
-  const int64_t M = x.size(0), C = x.size(1);
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  const scalar_t* a = coef.data_ptr<scalar_t>();
+struct BnInputGrad {
+  RowGrad<scalar_t, act> dy;
+  const scalar_t *x, *coef;
+  Vec<scalar_t> operator()(int64_t r, int64_t c, int64_t n) const {
+    const int64_t C = dy.C;
+    return dy(r, c, n) * load(coef + c, n) +
+           load(x + r * C + c, n) * load(coef + C + c, n) +
+           load(coef + 2 * C + c, n);
+  }
+};
+
+// grad_x = the BatchNorm input gradient, row by row (may be dy's memory).
+template <typename scalar_t, int64_t act>
+void bn_backward_apply_impl(const BnInputGrad<scalar_t, act>& grad,
+                            int64_t M, at::Tensor& grad_x) {
+  const int64_t C = grad.dy.C;
   scalar_t* op = grad_x.data_ptr<scalar_t>();
   at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-        auto v = dy(r, c, n) * load(a + c, n) +
-                 load(xp + r * C + c, n) * load(a + C + c, n) +
-                 load(a + 2 * C + c, n);
-        store(v, op + r * C + c, n);
+        store(grad(r, c, n), op + r * C + c, n);
       });
     }
   });
 }
 
+template <typename scalar_t, int64_t act>
+RowGrad<scalar_t, act> row_grad(const at::Tensor& grad, const at::Tensor& x,
+                                const at::Tensor& scale,
+                                const at::Tensor& shift,
+                                const at::Tensor& pooled) {
+  const int64_t M = x.size(0);
+  const scalar_t* pp = pooled.defined() ? pooled.data_ptr<scalar_t>() : nullptr;
+  return {grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+          scale.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(), pp,
+          x.size(1), pp ? M / pooled.size(0) : M};
+}
+
+// Pass 1: per channel sum(dy) and sum(dy * (x - mean)) and the (a, b, k)
+// coefficients of the input gradient; pass 2 (when grad_x is defined):
+// recompute dy and write grad_x.
 template <typename scalar_t, int64_t act>
 std::vector<at::Tensor> bn_act_backward_impl(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
@@ -249,27 +273,22 @@ std::vector<at::Tensor> bn_act_backward_impl(
   const int64_t M = x.size(0), C = x.size(1);
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* mp = mean.data_ptr<scalar_t>();
-  const scalar_t* pp = pooled.defined() ? pooled.data_ptr<scalar_t>() : nullptr;
-  const RowGrad<scalar_t, act> dy{
-      grad.data_ptr<scalar_t>(), xp, scale.data_ptr<scalar_t>(),
-      shift.data_ptr<scalar_t>(), pp, C, pp ? M / pooled.size(0) : M};
-
-  // Pass 1: per channel, sum(dy) and sum(dy * (x - mean)).
+  const auto dy = row_grad<scalar_t, act>(grad, x, scale, shift, pooled);
   const std::vector<double> sum = column_sums<scalar_t>(
       M, C, [&](int64_t r, int64_t c, int64_t n) {
         auto d = dy(r, c, n);
         return std::pair{d, d * (load(xp + r * C + c, n) - load(mp + c, n))};
       });
-  // Pass 2: recompute dy and write grad_x.
-  bn_backward_apply_impl(
-      dy, x,
-      bn_backward_coefficients<scalar_t>(sum.data(), sum.data() + C, mean,
-                                         invstd, weight, M),
-      grad_x);
+  at::Tensor coef = bn_backward_coefficients<scalar_t>(
+      sum.data(), sum.data() + C, mean, invstd, weight, M);
+  if (grad_x.defined())
+    bn_backward_apply_impl(
+        BnInputGrad<scalar_t, act>{dy, xp, coef.data_ptr<scalar_t>()}, M,
+        grad_x);
   auto options = x.options().dtype(at::kDouble);
   at::Tensor out = at::from_blob(const_cast<double*>(sum.data()), {2, C},
                                  options).to(x.scalar_type(), false, /*copy=*/true);
-  return {out[0], out[1]};
+  return {out[0], out[1], coef};
 }
 
 // act(x * scale + shift) of one image's HW rows into y (identity affine
@@ -327,12 +346,11 @@ void dwconv_image(const scalar_t* y, const scalar_t* taps, int64_t H,
 // the way.
 template <typename scalar_t, int64_t act>
 std::vector<at::Tensor> dwconv_bn_act_backward_impl(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
-    const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& taps,
-    int64_t H, int64_t W, at::Tensor& dy_out) {
+    const BnInputGrad<scalar_t, act>& output_grad, const at::Tensor& x,
+    const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean,
+    const at::Tensor& taps, int64_t H, int64_t W, at::Tensor& dy_out) {
   const int64_t C = x.size(1), HW = H * W, images = x.size(0) / HW;
   const int64_t k = taps.size(0), K = k * k, pad = k / 2;
-  const scalar_t* gp = grad.data_ptr<scalar_t>();
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* sp = scale.data_ptr<scalar_t>();
   const scalar_t* bp = shift.data_ptr<scalar_t>();
@@ -345,12 +363,18 @@ std::vector<at::Tensor> dwconv_bn_act_backward_impl(
   // Per thread: weight gradient (K, C), sum(dy), sum(dy * (x - mean)).
   ThreadSums sums((K + 2) * C);
   at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> y(HW * C), block((K + 2) * C);
+    std::vector<scalar_t> y(HW * C), g(HW * C), block((K + 2) * C);
     std::vector<int64_t> tap_ids(K), rows(K);
+    const scalar_t* gb = g.data();
     for (int64_t image = begin; image < end; ++image) {
       const int64_t base = image * HW * C;
-      const scalar_t *gb = gp + base, *xb = xp + base;
+      const scalar_t* xb = xp + base;
       image_input<scalar_t, act>(xb, sp, bp, HW, C, y.data());
+      for (int64_t r = 0; r < HW; ++r) {  // the conv output's gradient
+        for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+          store(output_grad(image * HW + r, c, n), g.data() + r * C + c, n);
+        });
+      }
       std::fill(block.begin(), block.end(), scalar_t(0));
       scalar_t* gw = block.data();
       // Weight gradient, tap by tap: the output pixels whose input pixel
@@ -594,18 +618,20 @@ void act_affine(const at::Tensor& x, const at::Tensor& scale,
 // rows come in G equal groups (images) when pooled_grad (G, C) is given: it
 // is added to the gradient of every row of its group (the gradient of the
 // group's mean, divided by the group size). Writes the input gradient into
-// grad_x (may be grad) and returns per channel (sum(dy), sum(dy * (x -
-// mean))), dy the gradient at the BatchNorm output: the bias gradient and,
-// times invstd, the weight gradient.
+// grad_x when given (may be grad) and returns per channel (sum(dy),
+// sum(dy * (x - mean)), coef), dy the gradient at the BatchNorm output:
+// the bias gradient, times invstd the weight gradient, and the (3, C)
+// coefficients of the input gradient dy * a + x * b + k.
 std::vector<at::Tensor> bn_act_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
     const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& invstd,
     const c10::optional<at::Tensor>& weight,
     const c10::optional<at::Tensor>& pooled_grad, int64_t act,
-    at::Tensor grad_x) {
+    const c10::optional<at::Tensor>& grad_x) {
   check_x(x);
   check_rows(grad, x, "grad");
-  check_rows(grad_x, x, "grad_x");
+  at::Tensor out = defined_or_empty(grad_x);
+  if (out.defined()) check_rows(out, x, "grad_x");
   for (const auto& [t, name] : {std::pair{scale, "scale"}, {shift, "shift"},
                                 {mean, "mean"}, {invstd, "invstd"}})
     check_channels(t, x, name);
@@ -616,66 +642,56 @@ std::vector<at::Tensor> bn_act_backward(
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_act_backward", [&] {
     DISPATCH_ACT(act, A, (sums = bn_act_backward_impl<scalar_t, A>(
                               grad, x, scale, shift, mean, invstd, w, pooled,
-                              grad_x)));
+                              out)));
   });
   return sums;
 }
 
-// Backward of a depth-wise k x k conv (stride 1, padding k // 2, no bias)
-// whose input is act(x * scale + shift), x the BatchNorm input: (M, C) rows
-// of images of H x W pixels (row-major, channels last). From the conv
-// output gradient `grad` it writes dy, the gradient at the BatchNorm
-// output, into dy_out and returns (the conv weight gradient as (k, k, C),
-// sum(dy), sum(dy * (x - mean))). taps is the weight as (k, k, C).
+// Backward of act2(BN2(dwconv(act(BN1(x))))), the depth-wise k x k conv
+// with stride 1, padding k // 2 and no bias, for (M, C) rows of images of
+// H x W pixels (row-major, channels last), down to BN1's output:
+// * BN2's side: grad (at act2's output, plus the per-image share of
+//   pooled_grad as in bn_act_backward), t (BN2's input = the conv output),
+//   BN2 as t * scale2 + shift2, and coef2, the third result of
+//   bn_act_backward(..., grad_x=None) for BN2. The conv output gradient is
+//   made per image in cache, never in memory.
+// * BN1's side: BN1(x) == x * scale + shift with the batch mean.
+// Writes dy (the gradient at BN1's output) into dy_out and returns (the
+// conv weight gradient as (k, k, C), sum(dy), sum(dy * (x - mean))). taps
+// is the conv weight as (k, k, C).
 std::vector<at::Tensor> dwconv_bn_act_backward(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
+    const at::Tensor& grad, const at::Tensor& t, const at::Tensor& scale2,
+    const at::Tensor& shift2, const c10::optional<at::Tensor>& pooled_grad,
+    const at::Tensor& coef2, const at::Tensor& x, const at::Tensor& scale,
     const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& taps,
     int64_t height, int64_t width, int64_t act, at::Tensor dy_out) {
   check_x(x);
-  check_rows(grad, x, "grad");
-  check_rows(dy_out, x, "dy_out");
-  for (const auto& [t, name] : {std::pair{scale, "scale"}, {shift, "shift"},
-                                {mean, "mean"}})
-    check_channels(t, x, name);
+  for (const auto& [r, name] : {std::pair{grad, "grad"}, {t, "t"},
+                                {dy_out, "dy_out"}})
+    check_rows(r, x, name);
+  for (const auto& [c, name] :
+       {std::pair{scale2, "scale2"}, {shift2, "shift2"}, {scale, "scale"},
+        {shift, "shift"}, {mean, "mean"}})
+    check_channels(c, x, name);
+  TORCH_CHECK(coef2.is_contiguous() && coef2.dim() == 2 &&
+                  coef2.size(0) == 3 && coef2.size(1) == x.size(1) &&
+                  coef2.scalar_type() == x.scalar_type(),
+              "coef2 must be the (3, ", x.size(1), ") coefficients that "
+              "bn_act_backward returns");
+  at::Tensor pooled = defined_or_empty(pooled_grad);
+  if (pooled.defined()) check_groups(pooled, x, "pooled_grad");
   check_lattice(x, taps, height, width);
   std::vector<at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dwconv_bn_act_backward", [&] {
-    DISPATCH_ACT(act, A, (out = dwconv_bn_act_backward_impl<scalar_t, A>(
-                              grad, x, scale, shift, mean, taps, height, width,
-                              dy_out)));
+    DISPATCH_ACT(act, A, ({
+      const BnInputGrad<scalar_t, A> output_grad{
+          row_grad<scalar_t, A>(grad, t, scale2, shift2, pooled),
+          t.data_ptr<scalar_t>(), coef2.data_ptr<scalar_t>()};
+      out = dwconv_bn_act_backward_impl<scalar_t, A>(
+          output_grad, x, scale, shift, mean, taps, height, width, dy_out);
+    }));
   });
   return out;
-}
-
-// The BatchNorm input gradient from dy (the gradient at its output) and
-// the column sums of dy (dwconv_bn_act_backward returns them); grad_x
-// may be dy.
-void bn_backward_apply(const at::Tensor& dy, const at::Tensor& x,
-                       const at::Tensor& mean, const at::Tensor& invstd,
-                       const c10::optional<at::Tensor>& weight,
-                       const at::Tensor& sum_dy, const at::Tensor& sum_dy_xmu,
-                       at::Tensor grad_x) {
-  check_x(x);
-  check_rows(dy, x, "dy");
-  check_rows(grad_x, x, "grad_x");
-  for (const auto& [t, name] :
-       {std::pair{mean, "mean"}, {invstd, "invstd"}, {sum_dy, "sum_dy"},
-        {sum_dy_xmu, "sum_dy_xmu"}})
-    check_channels(t, x, name);
-  at::Tensor w = defined_or_empty(weight);
-  if (w.defined()) check_channels(w, x, "weight");
-  const int64_t C = x.size(1);
-  at::Tensor sums = at::stack({sum_dy, sum_dy_xmu}).to(at::kDouble);
-  const double* sp = sums.data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_backward_apply", [&] {
-    const RowGrad<scalar_t, kIdentity> rows{dy.data_ptr<scalar_t>(),
-                                            nullptr, nullptr, nullptr,
-                                            nullptr, C, x.size(0)};
-    bn_backward_apply_impl(rows, x,
-                           bn_backward_coefficients<scalar_t>(
-                               sp, sp + C, mean, invstd, w, x.size(0)),
-                           grad_x);
-  });
 }
 
 // t = dwconv(act(x * scale + shift)) for (M, C) rows of images of H x W
@@ -698,6 +714,39 @@ std::vector<at::Tensor> bn_act_dwconv(const at::Tensor& x,
                               x, scale, shift, taps, height, width, out)));
   });
   return stats;
+}
+
+// The BatchNorm input gradient from dy (the gradient at its output) and
+// the column sums of dy (dwconv_bn_act_backward returns them); grad_x
+// may be dy.
+void bn_backward_apply(const at::Tensor& dy, const at::Tensor& x,
+                       const at::Tensor& mean, const at::Tensor& invstd,
+                       const c10::optional<at::Tensor>& weight,
+                       const at::Tensor& sum_dy, const at::Tensor& sum_dy_xmu,
+                       at::Tensor grad_x) {
+  check_x(x);
+  check_rows(dy, x, "dy");
+  check_rows(grad_x, x, "grad_x");
+  for (const auto& [t, name] :
+       {std::pair{mean, "mean"}, {invstd, "invstd"}, {sum_dy, "sum_dy"},
+        {sum_dy_xmu, "sum_dy_xmu"}})
+    check_channels(t, x, name);
+  at::Tensor w = defined_or_empty(weight);
+  if (w.defined()) check_channels(w, x, "weight");
+  const int64_t C = x.size(1), M = x.size(0);
+  at::Tensor sums = at::stack({sum_dy, sum_dy_xmu}).to(at::kDouble);
+  const double* sp = sums.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_backward_apply", [&] {
+    const RowGrad<scalar_t, kIdentity> rows{dy.data_ptr<scalar_t>(),
+                                            nullptr, nullptr, nullptr,
+                                            nullptr, C, M};
+    at::Tensor coef = bn_backward_coefficients<scalar_t>(sp, sp + C, mean,
+                                                         invstd, w, M);
+    bn_backward_apply_impl(BnInputGrad<scalar_t, kIdentity>{
+                               rows, x.data_ptr<scalar_t>(),
+                               coef.data_ptr<scalar_t>()},
+                           M, grad_x);
+  });
 }
 
 // Inference form of the conv stage: x = act(dwconv(act(x)) + bias) in

@@ -83,7 +83,7 @@ def test_bn_act_backward_matches_autograd(code, dtype, tol, rows, channels,
         loss = loss + (y.view(images, -1, channels).mean(1) * grad_mean).sum()
     loss.backward()
     grad_x = grad.clone()  # in place: the output may be the gradient
-    sum_dy, sum_dy_xmu = ext.bn_act_backward(
+    sum_dy, sum_dy_xmu, _ = ext.bn_act_backward(
         grad_x, x, scale, shift, mean, invstd, weight,
         grad_mean / (rows // images) if pooled else None,
         KERNEL_CODES[code], grad_x)
@@ -170,37 +170,65 @@ def test_act_dwconv_act_in_place_matches_conv2d(code, dtype, tol, images,
                                KERNEL_CODES[code], False) is None
 
 
+# float64 on every lattice; float32 on a model-sized one (on few rows a
+# value at an activation's kink may round to the other side).
+CHAIN_CASES = [(torch.float64, 1e-11, *lattice) for lattice in LATTICES] + \
+    [(torch.float32, 1e-4, 4, 14, 14, 64, 3)]
+
+
 @pytest.mark.parametrize('code', sorted(KERNEL_CODES))
-@pytest.mark.parametrize('dtype,tol', DTYPES)
-@pytest.mark.parametrize('images,height,width,channels,k', LATTICES)
-def test_dwconv_bn_act_backward_matches_autograd(code, dtype, tol, images,
-                                                 height, width, channels, k):
-    """Back through dwconv(act(BN(x))) on channels-last lattices (borders,
-    kernels larger than the image, vector tails), then BN's input
+@pytest.mark.parametrize('dtype,tol,images,height,width,channels,k',
+                         CHAIN_CASES)
+@pytest.mark.parametrize('pooled', [False, True])
+def test_dwconv_bn_act_backward_matches_autograd(dtype, tol, images, height,
+                                                 width, channels, k, code,
+                                                 pooled):
+    """Back through act(BN2(dwconv(act(BN1(x))))) on channels-last lattices
+    (borders, kernels larger than the image, vector tails, the per-image
+    mean's gradient): BN2's sums, then the conv kernel, then BN1's input
     gradient from the column sums it returns."""
     rows = images * height * width
-    x, weight, bias, mean, invstd, scale, shift = batch_norm_case(
+    x, w1, b1, mean1, invstd1, scale1, shift1 = batch_norm_case(
         rows, channels, dtype)
     conv_w = torch.randn(channels, 1, k, k, dtype=dtype)
-    leaves = [t.clone().requires_grad_() for t in (x, weight, bias, conv_w)]
-    y = ACTIVATIONS[code](F.batch_norm(leaves[0], None, None, leaves[1],
-                                       leaves[2], True))
-    lattice = y.view(images, height, width, -1).permute(0, 3, 1, 2)
+    w2 = torch.rand(channels, dtype=dtype) + 0.5
+    b2 = torch.randn(channels, dtype=dtype)
+    act = ACTIVATIONS[code]
+    leaves = [p.double().requires_grad_()
+              for p in (x, w1, b1, conv_w, w2, b2)]
+    y = act(F.batch_norm(leaves[0], None, None, leaves[1], leaves[2], True))
+    t = F.conv2d(y.view(images, height, width, -1).permute(0, 3, 1, 2),
+                 leaves[3], padding=k // 2, groups=channels)
+    t = t.permute(0, 2, 3, 1).reshape(rows, channels)
+    out = act(F.batch_norm(t, None, None, leaves[4], leaves[5], True))
     grad = torch.randn(rows, channels, dtype=dtype)
-    F.conv2d(lattice, leaves[3], padding=k // 2, groups=channels).backward(
-        grad.view(images, height, width, -1).permute(0, 3, 1, 2))
+    grad_mean = torch.randn(images, channels, dtype=dtype)
+    loss = (out * grad.double()).sum()
+    if pooled:
+        loss = loss + (out.view(images, -1, channels).mean(1) *
+                       grad_mean.double()).sum()
+    loss.backward()
 
+    t = t.detach().to(dtype)
+    mean2, invstd2 = t.mean(0), torch.rsqrt(t.var(0, unbiased=False) + 1e-5)
+    scale2, shift2 = invstd2 * w2, b2 - mean2 * invstd2 * w2
+    pooled_grad = grad_mean / (height * width) if pooled else None
+    code_number = KERNEL_CODES[code]
+    sum_dy2, sum_dy2_xmu, coef2 = ext.bn_act_backward(
+        grad, t, scale2, shift2, mean2, invstd2, w2, pooled_grad,
+        code_number, None)
     taps = conv_w.view(channels, k, k).permute(1, 2, 0).contiguous()
     dy = torch.empty_like(x)
     grad_taps, sum_dy, sum_dy_xmu = ext.dwconv_bn_act_backward(
-        grad, x, scale, shift, mean, taps, height, width, KERNEL_CODES[code],
-        dy)
-    ext.bn_backward_apply(dy, x, mean, invstd, weight, sum_dy, sum_dy_xmu,
+        grad, t, scale2, shift2, pooled_grad, coef2, x, scale1, shift1,
+        mean1, taps, height, width, code_number, dy)
+    ext.bn_backward_apply(dy, x, mean1, invstd1, w1, sum_dy, sum_dy_xmu,
                           dy)
     grad_conv = grad_taps.permute(2, 0, 1).reshape(channels, 1, k, k)
-    for actual, leaf in zip([dy, sum_dy_xmu * invstd, sum_dy, grad_conv],
-                            leaves):
-        assert_close_to(actual, leaf.grad, tol)
+    actual = [dy, sum_dy_xmu * invstd1, sum_dy, grad_conv,
+              sum_dy2_xmu * invstd2, sum_dy2]
+    for value, leaf in zip(actual, leaves):
+        assert_close_to(value.double(), leaf.grad, tol)
 
 
 def test_bad_arguments_are_named():
@@ -220,11 +248,16 @@ def test_bad_arguments_are_named():
                            x.clone())
     with pytest.raises(RuntimeError, match='the 10 rows are not images of '
                        '3x3 pixels'):
-        ext.dwconv_bn_act_backward(x, x, scale, shift, mean,
-                                   torch.ones(3, 3, 4), 3, 3, 0, x.clone())
+        ext.bn_act_dwconv(x, scale, shift, torch.ones(3, 3, 4), 3, 3, 0,
+                          x.clone())
     with pytest.raises(RuntimeError, match='taps must be a contiguous CPU '
                        r'\(k, k, 4\) tensor of x.s dtype with an odd k'):
-        ext.dwconv_bn_act_backward(x, x, scale, shift, mean,
-                                   torch.ones(2, 2, 4), 5, 2, 0, x.clone())
+        ext.bn_act_dwconv(x, scale, shift, torch.ones(2, 2, 4), 5, 2, 0,
+                          x.clone())
+    with pytest.raises(RuntimeError, match=r'coef2 must be the \(3, 4\) '
+                       'coefficients that bn_act_backward returns'):
+        ext.dwconv_bn_act_backward(x, x, scale, shift, None, scale, x, scale,
+                                   shift, mean, torch.ones(3, 3, 4), 5, 2, 0,
+                                   x.clone())
     with pytest.raises(RuntimeError, match='unknown activation code 7'):
         ext.act_affine(x, scale, shift, 7, x.clone())
