@@ -386,25 +386,18 @@ std::vector<at::Tensor> dwconv_bn_act_backward_impl(
           const int64_t q0 = std::max<int64_t>(0, pad - j),
                         q1 = std::min(W, W + pad - j);
           const int64_t shift_rows = (i - pad) * W + (j - pad);
-          for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-            auto term = [&](int64_t r) {
-              return load(gb + r * C + c, n) *
-                     load(y.data() + (r + shift_rows) * C + c, n);
-            };
-            // Four sums in flight: one would wait on each add's latency.
-            Vec<scalar_t> acc0(0), acc1(0), acc2(0), acc3(0);
-            for (int64_t p = p0; p < p1; ++p) {
-              int64_t r = p * W + q0;
-              for (; r + 4 <= p * W + q1; r += 4) {
-                acc0 = acc0 + term(r);
-                acc1 = acc1 + term(r + 1);
-                acc2 = acc2 + term(r + 2);
-                acc3 = acc3 + term(r + 3);
-              }
-              for (; r < p * W + q1; ++r) acc0 = acc0 + term(r);
+          // Row by row along memory (whole cache lines, prefetched), the
+          // tap's C sums staying in L1.
+          scalar_t* acc = gw + (i * k + j) * C;
+          for (int64_t p = p0; p < p1; ++p) {
+            for (int64_t r = p * W + q0; r < p * W + q1; ++r) {
+              const scalar_t *g_row = gb + r * C,
+                             *y_row = y.data() + (r + shift_rows) * C;
+              for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+                add_to(acc + c, load(g_row + c, n) * load(y_row + c, n), n);
+              });
             }
-            store((acc0 + acc1) + (acc2 + acc3), gw + (i * k + j) * C + c, n);
-          });
+          }
         }
       }
       // Input gradient: the conv of the output gradient with the kernel
