@@ -185,7 +185,11 @@ def _affine(mean, invstd, weight, bias):
 
 def _kernels_for(x: torch.Tensor, *others: Optional[torch.Tensor]):
     """The compiled kernels when they cover ``x`` and the ``others`` (float32
-    or float64 on the CPU, one dtype), else None."""
+    or float64 on the CPU, one dtype), else None. Never while
+    ``torch.jit.trace`` records (it sees ATen ops only: FLOP counting,
+    export)."""
+    if torch.jit.is_tracing():
+        return None
     if x.device.type != 'cpu' or x.dtype not in (torch.float32,
                                                  torch.float64):
         return None
@@ -282,20 +286,24 @@ def _conv_stages_backward(kernels, grad, pooled_grad, saved, shape, code,
                           needs[12]))
 
 
-def act_dwconv_act_(h, conv_w, conv_b, code, shape, pool):
-    """Inference, without autograd: ``act(dwconv(act(h)) + conv_b)`` in place
-    on (M, C) rows ``h`` of (B, H, W) lattices, one pass with the compiled
-    kernels. Returns ``(h, pooled)``, pooled the per-image token mean when
-    ``pool`` (else None); None where the kernels do not apply."""
-    k = conv_w.shape[-1]
-    kernels = _kernels_for(h, conv_w, conv_b)
-    if kernels is None or k % 2 == 0 or not h.is_contiguous():
-        return None
-    C = conv_w.shape[0]
+def eval_conv_kernels(x, conv_w, *others):
+    """The compiled kernels when :func:`act_dwconv_act_` can run for input
+    like ``x`` (CPU float32 / float64, ``conv_w`` and ``others`` of its dtype,
+    odd kernel), else None."""
+    return None if conv_w.shape[-1] % 2 == 0 else _kernels_for(
+        x, conv_w, *others)
+
+
+def act_dwconv_act_(kernels, h, h_bias, conv_w, conv_b, code, shape, pool):
+    """Inference, without autograd: ``act(dwconv(act(h + h_bias)) + conv_b)``
+    in place on contiguous (M, C) rows ``h`` of (B, H, W) lattices, one pass
+    with the compiled kernels (``h_bias``: the bias of the projection that
+    made ``h``, so its GEMM need not add it). Returns the per-image token
+    mean of the result when ``pool``, else None."""
+    C, k = conv_w.shape[0], conv_w.shape[-1]
     taps = conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
-    pooled = kernels.act_dwconv_act_(h, taps, conv_b, shape[1], shape[2],
-                                     KERNEL_CODES[code], pool)
-    return h, pooled
+    return kernels.act_dwconv_act_(h, h_bias, taps, conv_b, shape[1],
+                                   shape[2], KERNEL_CODES[code], pool)
 
 
 def _lattice(tokens: torch.Tensor, shape) -> torch.Tensor:

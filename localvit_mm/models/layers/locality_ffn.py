@@ -12,7 +12,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .channel_attention import build_channel_attention
 from .fast_ffn import (GatedProjection, NormActConv, act_dwconv_act_,
                        activate, activation_code, bn_scale_shift,
-                       bn_train_args, is_batch_stat_bn, is_foldable)
+                       bn_train_args, eval_conv_kernels, is_batch_stat_bn,
+                       is_foldable)
 from .lattice import lattice_to_tokens, tokens_to_lattice
 
 
@@ -186,18 +187,25 @@ class LocalityFeedForward(BaseModule):
         code = activation_code(self.act1)
         no_grad = not torch.is_grad_enabled()
         w1, b1, cw, cb, w2, b2 = self.folded_params()
+        # On the CPU the conv stage runs as one in-place kernel pass, which
+        # also adds fc1's bias (its GEMM would copy it into the output).
+        kernels = eval_conv_kernels(tokens, cw, b1, cb) \
+            if cw is not None and no_grad else None
+        bias1 = None if kernels is not None else b1
         if no_grad and E:  # batched GEMM reads the strided image tokens
-            h = torch.baddbmm(b1, tokens, w1.t().expand(B, C, -1))
+            w1t = w1.t().expand(B, C, -1)
+            h = torch.bmm(tokens, w1t) if bias1 is None else \
+                torch.baddbmm(bias1, tokens, w1t)
         else:
-            h = torch.addmm(b1, tokens.reshape(B * N, C), w1.t())
+            h = tokens.reshape(B * N, C) @ w1.t() if bias1 is None else \
+                torch.addmm(bias1, tokens.reshape(B * N, C), w1.t())
         h = h.view(B * N, -1)
         gated = not isinstance(self.channel_attention, nn.Identity)
-        fused = act_dwconv_act_(h, cw, cb, code, (B, *hw_shape), gated) \
-            if cw is not None and no_grad else None
-        if fused is not None:  # one pass on the CPU
-            h, pooled = fused
+        pooled = None
+        if kernels is not None:
+            pooled = act_dwconv_act_(kernels, h, b1, cw, cb, code,
+                                     (B, *hw_shape), gated)
         else:
-            pooled = None
             h = activate(h, code, no_grad)
             if cw is not None:
                 lattice = h.view(B, *hw_shape, -1).permute(0, 3, 1, 2)

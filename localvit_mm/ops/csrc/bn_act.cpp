@@ -291,15 +291,16 @@ std::vector<at::Tensor> bn_act_backward_impl(
   return {out[0], out[1], coef};
 }
 
-// act(x * scale + shift) of one image's HW rows into y (identity affine
-// when scale is null): the conv input, made once in a cache-sized buffer.
+// act(x * scale + shift) of one image's HW rows into y (scale and shift
+// may be null): the conv input, made once in a cache-sized buffer.
 template <typename scalar_t, int64_t act>
 void image_input(const scalar_t* x, const scalar_t* scale,
                  const scalar_t* shift, int64_t HW, int64_t C, scalar_t* y) {
   for (int64_t r = 0; r < HW; ++r) {
     for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
       auto z = load(x + r * C + c, n);
-      if (scale) z = z * load(scale + c, n) + load(shift + c, n);
+      if (scale) z = z * load(scale + c, n);
+      if (shift) z = z + load(shift + c, n);
       store(activate<scalar_t, act>(z), y + r * C + c, n);
     });
   }
@@ -467,16 +468,19 @@ std::vector<at::Tensor> bn_act_dwconv_impl(const at::Tensor& x,
   return mean_and_var<scalar_t>(sums.total(), nullptr, M, x.options());
 }
 
-// Inference: x = act(dwconv(act(x)) + bias) in place, image by image, and
-// each image's token mean of the result into pooled when it is defined.
+// Inference: x = act(dwconv(act(x + input_bias)) + bias) in place, image
+// by image, and each image's token mean of the result into pooled when it
+// is defined (both biases optional).
 template <typename scalar_t, int64_t act>
-void act_dwconv_act_impl(at::Tensor& x, const at::Tensor& taps,
-                         const at::Tensor& bias, int64_t H, int64_t W,
-                         at::Tensor& pooled) {
+void act_dwconv_act_impl(at::Tensor& x, const at::Tensor& input_bias,
+                         const at::Tensor& taps, const at::Tensor& bias,
+                         int64_t H, int64_t W, at::Tensor& pooled) {
   const int64_t M = x.size(0), C = x.size(1), HW = H * W, images = M / HW;
   const int64_t k = taps.size(0);
   scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* wp = taps.data_ptr<scalar_t>();
+  const scalar_t* ip =
+      input_bias.defined() ? input_bias.data_ptr<scalar_t>() : nullptr;
   const scalar_t* bp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
   scalar_t* pp = pooled.defined() ? pooled.data_ptr<scalar_t>() : nullptr;
   at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
@@ -484,7 +488,7 @@ void act_dwconv_act_impl(at::Tensor& x, const at::Tensor& taps,
     std::vector<int64_t> tap_ids(k * k), rows(k * k);
     for (int64_t image = begin; image < end; ++image) {
       scalar_t* o = xp + image * HW * C;  // free once y holds the input
-      image_input<scalar_t, act>(o, nullptr, nullptr, HW, C, y.data());
+      image_input<scalar_t, act>(o, nullptr, ip, HW, C, y.data());
       scalar_t* mean = pp ? pp + image * C : nullptr;
       if (mean) std::fill(mean, mean + C, scalar_t(0));
       dwconv_image(y.data(), wp, H, W, C, k, tap_ids, rows,
@@ -742,25 +746,29 @@ void bn_backward_apply(const at::Tensor& dy, const at::Tensor& x,
   });
 }
 
-// Inference form of the conv stage: x = act(dwconv(act(x)) + bias) in
-// place for (M, C) rows of images of H x W pixels (channels last); taps is
-// the conv weight as (k, k, C), k odd, bias optional. With pool, returns
-// the per-image token mean (images, C) of the result (else an empty
-// tensor), which a channel gate needs.
-at::Tensor act_dwconv_act_(at::Tensor x, const at::Tensor& taps,
+// Inference form of the conv stage: x = act(dwconv(act(x + input_bias)) +
+// bias) in place for (M, C) rows of images of H x W pixels (channels
+// last); taps is the conv weight as (k, k, C), k odd, the biases optional
+// (input_bias: the projection's bias, so that its GEMM need not add it).
+// With pool, returns the per-image token mean (images, C) of the result
+// (else None), which a channel gate needs.
+at::Tensor act_dwconv_act_(at::Tensor x,
+                           const c10::optional<at::Tensor>& input_bias,
+                           const at::Tensor& taps,
                            const c10::optional<at::Tensor>& bias,
                            int64_t height, int64_t width, int64_t act,
                            bool pool) {
   check_x(x);
   check_lattice(x, taps, height, width);
-  at::Tensor b = defined_or_empty(bias);
+  at::Tensor ib = defined_or_empty(input_bias), b = defined_or_empty(bias);
+  if (ib.defined()) check_channels(ib, x, "input_bias");
   if (b.defined()) check_channels(b, x, "bias");
   at::Tensor pooled;
   if (pool) pooled = at::empty({x.size(0) / (height * width), x.size(1)},
                                x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "act_dwconv_act_", [&] {
     DISPATCH_ACT(act, A, (act_dwconv_act_impl<scalar_t, A>(
-                              x, taps, b, height, width, pooled)));
+                              x, ib, taps, b, height, width, pooled)));
   });
   return pool ? pooled : at::Tensor();
 }
@@ -794,7 +802,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bn_act_dwconv", &bn_act_dwconv,
         "dwconv(act(x * scale + shift)) and its batch statistics");
   m.def("act_dwconv_act_", &act_dwconv_act_,
-        "x = act(dwconv(act(x)) + bias) in place, optional token means");
+        "x = act(dwconv(act(x + input_bias)) + bias) in place, token means");
   m.def("bn_act_backward", &bn_act_backward,
         "backward of act(BatchNorm(x)), batch statistics");
   m.def("dwconv_bn_act_backward", &dwconv_bn_act_backward,

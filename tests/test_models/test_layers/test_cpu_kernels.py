@@ -151,22 +151,25 @@ def test_bn_act_dwconv_matches_conv2d(code, dtype, tol, images, height, width,
 def test_act_dwconv_act_in_place_matches_conv2d(code, dtype, tol, images,
                                                 height, width, channels, k,
                                                 with_bias):
-    """The inference form, in place, and the per-image token means."""
+    """The inference form, in place, with and without the two biases, and
+    the per-image token means."""
     rows = images * height * width
     x = torch.randn(rows, channels, dtype=dtype) * 2
     conv_w = torch.randn(channels, 1, k, k, dtype=dtype)
-    bias = torch.randn(channels, dtype=dtype) if with_bias else None
+    input_bias, bias = (torch.randn(channels, dtype=dtype)
+                        for _ in range(2)) if with_bias else (None, None)
     act = ACTIVATIONS[code]
-    lattice = act(x).view(images, height, width, -1).permute(0, 3, 1, 2)
+    y = act(x if input_bias is None else x + input_bias)
+    lattice = y.view(images, height, width, -1).permute(0, 3, 1, 2)
     expected = act(F.conv2d(lattice, conv_w, bias, padding=k // 2,
                             groups=channels))
     expected = expected.permute(0, 2, 3, 1).reshape(rows, channels)
     taps = conv_w.view(channels, k, k).permute(1, 2, 0).contiguous()
-    pooled = ext.act_dwconv_act_(x, taps, bias, height, width,
+    pooled = ext.act_dwconv_act_(x, input_bias, taps, bias, height, width,
                                  KERNEL_CODES[code], True)
     assert_close_to(x, expected, tol)
     assert_close_to(pooled, expected.view(images, -1, channels).mean(1), tol)
-    assert ext.act_dwconv_act_(x, taps, bias, height, width,
+    assert ext.act_dwconv_act_(x, input_bias, taps, bias, height, width,
                                KERNEL_CODES[code], False) is None
 
 
