@@ -118,14 +118,17 @@ def _bn_args(norm: _BatchNorm):
             norm.eps)
 
 
-def _batch_invstd(mean, var, rows, running_mean, running_var, momentum,
-                  eps):
-    """invstd of batch statistics (biased ``var``), the running statistics
-    updated as ``_BatchNorm`` does."""
+def _batch_stats(kernels, x, running_mean, running_var, momentum, eps,
+                 stats=None):
+    """(mean, invstd) of the batch statistics of (M, C) rows ``x`` (one
+    kernel pass, or ``stats``, their (mean, biased var) when summed
+    already), the running statistics updated as ``_BatchNorm`` does."""
+    mean, var = kernels.channel_stats(x) if stats is None else stats
     if running_mean is not None:
+        rows = x.shape[0]
         running_mean.lerp_(mean, momentum)
         running_var.lerp_(var * (rows / (rows - 1)), momentum)
-    return torch.rsqrt(var + eps)
+    return mean, torch.rsqrt(var + eps)
 
 
 def _bn_act(x, code, weight, bias, running_mean, running_var, momentum,
@@ -134,15 +137,13 @@ def _bn_act(x, code, weight, bias, running_mean, running_var, momentum,
     (mean, biased var) when already summed), the running statistics updated
     as ``_BatchNorm`` does; returns (y, mean, invstd)."""
     kernels = _kernels_for(x, weight, running_mean)
-    rows = x.shape[0]
-    if kernels is None or rows < 2:
+    if kernels is None or x.shape[0] < 2:
         y, mean, invstd = aten.native_batch_norm(
             x, weight, bias, running_mean, running_var, True, momentum, eps)
         return activate(y, code, inplace=True), mean, invstd
     # One pass for the statistics (unless summed already), one for y.
-    mean, var = kernels.channel_stats(x) if stats is None else stats
-    invstd = _batch_invstd(mean, var, rows, running_mean, running_var,
-                           momentum, eps)
+    mean, invstd = _batch_stats(kernels, x, running_mean, running_var,
+                                momentum, eps, stats)
     y = _recompute_act(x, *_affine(mean, invstd, weight, bias), code)
     return y, mean, invstd
 
@@ -154,22 +155,19 @@ def _bn_act_dwconv(x, code, shape, weight, bias, running_mean, running_var,
     compiled kernels, t's (mean, biased var), else None. The kernels'
     conv reads x directly (act(BN(x)) is made per image in cache) and sums
     t's statistics on the way."""
-    B, H, W = shape
-    C, k = conv_w.shape[0], conv_w.shape[-1]
-    kernels = _kernels_for(x, weight, running_mean, conv_w)
-    if kernels is None or x.shape[0] < 2 or k % 2 == 0:
+    kernels = conv_kernels_for(x, conv_w, weight, running_mean)
+    if kernels is None or x.shape[0] < 2:
         y, mean, invstd = _bn_act(x, code, weight, bias, running_mean,
                                   running_var, momentum, eps)
+        k = conv_w.shape[-1]
         t = F.conv2d(_lattice(y, shape), conv_w.to(y.dtype), padding=k // 2,
-                     groups=C)
+                     groups=conv_w.shape[0])
         return _rows(t), mean, invstd, None
-    mean, var = kernels.channel_stats(x)
-    invstd = _batch_invstd(mean, var, x.shape[0], running_mean, running_var,
-                           momentum, eps)
+    mean, invstd = _batch_stats(kernels, x, running_mean, running_var,
+                                momentum, eps)
     scale, shift = _affine(mean, invstd, weight, bias)
     t = torch.empty_like(x)
-    taps = conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
-    t_stats = kernels.bn_act_dwconv(x, scale, shift, taps, H, W,
+    t_stats = kernels.bn_act_dwconv(x, scale, shift, _taps(conv_w), *shape[1:],
                                     KERNEL_CODES[code], t)
     return t, mean, invstd, t_stats
 
@@ -225,12 +223,10 @@ def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
     if kernels is not None and needs[0]:  # two passes
         if out is None or out.dtype != x.dtype:
             out = torch.empty_like(x)
-        sum_dy, sum_dy_xmu, _ = kernels.bn_act_backward(
+        sums = kernels.bn_act_backward(
             grad, x, scale.to(x.dtype), shift.to(x.dtype), mean, invstd,
             weight, pooled_grad, KERNEL_CODES[code], out)
-        has_affine = weight is not None
-        return (out, sum_dy_xmu * invstd if has_affine and needs[1] else None,
-                sum_dy if has_affine and needs[2] else None)
+        return (out, *_affine_grads(weight, invstd, *sums[:2], needs[1:]))
     if pooled_grad is not None:
         grad = (grad.view(len(pooled_grad), -1, grad.shape[1]) +
                 pooled_grad.to(x.dtype)[:, None]).view(grad.shape)
@@ -245,6 +241,21 @@ def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
                                            invstd, True, eps, mask)
 
 
+def _affine_grads(weight, invstd, sum_dy, sum_dy_xmu, needs):
+    """(weight, bias) gradients of a BatchNorm from its kernels' column
+    sums, each None where not needed (``needs``) or without affine."""
+    if weight is None:
+        return None, None
+    return (sum_dy_xmu * invstd if needs[0] else None,
+            sum_dy if needs[1] else None)
+
+
+def _taps(conv_w: torch.Tensor) -> torch.Tensor:
+    """Depth-wise conv weight (C, 1, k, k) as the kernels' (k, k, C)."""
+    C, _, k, _ = conv_w.shape
+    return conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
+
+
 def _conv_stages_backward(kernels, grad, pooled_grad, saved, shape, code,
                           needs):
     """Back through act(BN2(dwconv(act(BN1(x))))) with the compiled kernels:
@@ -255,41 +266,29 @@ def _conv_stages_backward(kernels, grad, pooled_grad, saved, shape, code,
     bias (None where not needed)."""
     (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale2,
      shift2) = saved
-    B, H, W = shape
-    C, k = conv_w.shape[0], conv_w.shape[-1]
     act = KERNEL_CODES[code]
     scale2, shift2 = scale2.to(x.dtype), shift2.to(x.dtype)
     sum_dy2, sum_dy2_xmu, coef2 = kernels.bn_act_backward(
         grad, t, scale2, shift2, mean2, invstd2, w2, pooled_grad, act, None)
     scale1, shift1 = _affine(mean1, invstd1, w1, b1)
-    taps = conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
     dy = torch.empty_like(x)
     grad_taps, sum_dy, sum_dy_xmu = kernels.dwconv_bn_act_backward(
         grad, t, scale2, shift2, pooled_grad, coef2, x, scale1.to(x.dtype),
-        shift1.to(x.dtype), mean1, taps, H, W, act, dy)
+        shift1.to(x.dtype), mean1, _taps(conv_w), *shape[1:], act, dy)
     if needs[0]:
         kernels.bn_backward_apply(dy, x, mean1, invstd1, w1, sum_dy,
                                   sum_dy_xmu, dy)
-
-    def affine_grads(weight, sum_dy, sum_dy_xmu, invstd, need_w, need_b):
-        if weight is None:
-            return None, None
-        return (sum_dy_xmu * invstd if need_w else None,
-                sum_dy if need_b else None)
-
     return (dy if needs[0] else None,
-            *affine_grads(w1, sum_dy, sum_dy_xmu, invstd1, needs[4],
-                          needs[5]),
-            grad_taps.permute(2, 0, 1).reshape(C, 1, k, k)
+            *_affine_grads(w1, invstd1, sum_dy, sum_dy_xmu, needs[4:6]),
+            grad_taps.permute(2, 0, 1).reshape(conv_w.shape)
             if needs[10] else None,
-            *affine_grads(w2, sum_dy2, sum_dy2_xmu, invstd2, needs[11],
-                          needs[12]))
+            *_affine_grads(w2, invstd2, sum_dy2, sum_dy2_xmu, needs[11:13]))
 
 
-def eval_conv_kernels(x, conv_w, *others):
-    """The compiled kernels when :func:`act_dwconv_act_` can run for input
-    like ``x`` (CPU float32 / float64, ``conv_w`` and ``others`` of its dtype,
-    odd kernel), else None."""
+def conv_kernels_for(x, conv_w, *others):
+    """The compiled kernels when their depth-wise conv stages can run for
+    input like ``x`` (CPU float32 / float64, ``conv_w`` and ``others`` of its
+    dtype, odd kernel: 'same' padding), else None."""
     return None if conv_w.shape[-1] % 2 == 0 else _kernels_for(
         x, conv_w, *others)
 
@@ -300,10 +299,8 @@ def act_dwconv_act_(kernels, h, h_bias, conv_w, conv_b, code, shape, pool):
     with the compiled kernels (``h_bias``: the bias of the projection that
     made ``h``, so its GEMM need not add it). Returns the per-image token
     mean of the result when ``pool``, else None."""
-    C, k = conv_w.shape[0], conv_w.shape[-1]
-    taps = conv_w.view(C, k, k).permute(1, 2, 0).contiguous()
-    return kernels.act_dwconv_act_(h, h_bias, taps, conv_b, shape[1],
-                                   shape[2], KERNEL_CODES[code], pool)
+    return kernels.act_dwconv_act_(h, h_bias, _taps(conv_w), conv_b,
+                                   *shape[1:], KERNEL_CODES[code], pool)
 
 
 def _lattice(tokens: torch.Tensor, shape) -> torch.Tensor:
@@ -381,9 +378,9 @@ class NormActConv(torch.autograd.Function):
             return (gx, None, None, None, gw1, gb1) + (None, ) * 11
         (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale,
          shift) = saved
-        kernels = _kernels_for(x, grad, t, conv_w, w1, w2, mean2,
-                               grad_pooled)
-        if kernels is not None and conv_w.shape[-1] % 2:
+        kernels = conv_kernels_for(x, conv_w, grad, t, w1, w2, mean2,
+                                   grad_pooled)
+        if kernels is not None:
             gx, gw1, gb1, gconv, gw2, gb2 = _conv_stages_backward(
                 kernels, grad.contiguous(), grad_pooled, saved, shape, code,
                 needs)

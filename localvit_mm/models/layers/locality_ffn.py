@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .channel_attention import build_channel_attention
 from .fast_ffn import (GatedProjection, NormActConv, act_dwconv_act_,
                        activate, activation_code, bn_scale_shift,
-                       bn_train_args, eval_conv_kernels, is_batch_stat_bn,
+                       bn_train_args, conv_kernels_for, is_batch_stat_bn,
                        is_foldable)
 from .lattice import lattice_to_tokens, tokens_to_lattice
 
@@ -189,7 +189,7 @@ class LocalityFeedForward(BaseModule):
         w1, b1, cw, cb, w2, b2 = self.folded_params()
         # On the CPU the conv stage runs as one in-place kernel pass, which
         # also adds fc1's bias (its GEMM would copy it into the output).
-        kernels = eval_conv_kernels(tokens, cw, b1, cb) \
+        kernels = conv_kernels_for(tokens, cw, b1, cb) \
             if cw is not None and no_grad else None
         bias1 = None if kernels is not None else b1
         if no_grad and E:  # batched GEMM reads the strided image tokens
