@@ -109,6 +109,15 @@ class ThreadSums {
   std::vector<double> sums_;
 };
 
+// The double sums as a (rows, C) tensor of x's dtype.
+at::Tensor sums_tensor(const std::vector<double>& sum, int64_t rows,
+                       const at::Tensor& x) {
+  const int64_t C = sum.size() / rows;
+  return at::from_blob(const_cast<double*>(sum.data()), {rows, C},
+                       x.options().dtype(at::kDouble))
+      .to(x.scalar_type(), false, /*copy=*/true);
+}
+
 // Per channel sums over M rows of the two terms (a, b) = terms(r, c, n)
 // gives for row r's chunk [c, c + n): 2 C doubles, sum(a) then sum(b).
 // Each thread sums blocks of rows in scalar_t and adds them in double.
@@ -163,21 +172,32 @@ std::vector<at::Tensor> channel_stats_impl(const at::Tensor& x) {
   return mean_and_var<scalar_t>(sums, xp, M, x.options());
 }
 
+// y = act(x * scale + shift) for `rows` contiguous rows (scale and shift
+// may be null; y may be x): the conv stages make their per-image input in a
+// cache-sized buffer with it.
+template <typename scalar_t, int64_t act>
+void act_affine_rows(const scalar_t* x, const scalar_t* scale,
+                     const scalar_t* shift, int64_t rows, int64_t C,
+                     scalar_t* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
+      auto z = load(x + r * C + c, n);
+      if (scale) z = z * load(scale + c, n);
+      if (shift) z = z + load(shift + c, n);
+      store(activate<scalar_t, act>(z), y + r * C + c, n);
+    });
+  }
+}
+
 template <typename scalar_t, int64_t act>
 void act_affine_impl(const at::Tensor& x, const at::Tensor& scale,
                      const at::Tensor& shift, at::Tensor& out) {
-  const int64_t M = x.size(0), C = x.size(1);
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  const scalar_t* sp = scale.data_ptr<scalar_t>();
-  const scalar_t* bp = shift.data_ptr<scalar_t>();
-  scalar_t* op = out.data_ptr<scalar_t>();
-  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-        auto y = load(xp + r * C + c, n) * load(sp + c, n) + load(bp + c, n);
-        store(activate<scalar_t, act>(y), op + r * C + c, n);
-      });
-    }
+  const int64_t C = x.size(1);
+  at::parallel_for(0, x.size(0), 16, [&](int64_t begin, int64_t end) {
+    act_affine_rows<scalar_t, act>(
+        x.data_ptr<scalar_t>() + begin * C, scale.data_ptr<scalar_t>(),
+        shift.data_ptr<scalar_t>(), end - begin, C,
+        out.data_ptr<scalar_t>() + begin * C);
   });
 }
 
@@ -285,25 +305,8 @@ std::vector<at::Tensor> bn_act_backward_impl(
     bn_backward_apply_impl(
         BnInputGrad<scalar_t, act>{dy, xp, coef.data_ptr<scalar_t>()}, M,
         grad_x);
-  auto options = x.options().dtype(at::kDouble);
-  at::Tensor out = at::from_blob(const_cast<double*>(sum.data()), {2, C},
-                                 options).to(x.scalar_type(), false, /*copy=*/true);
+  at::Tensor out = sums_tensor(sum, 2, x);
   return {out[0], out[1], coef};
-}
-
-// act(x * scale + shift) of one image's HW rows into y (scale and shift
-// may be null): the conv input, made once in a cache-sized buffer.
-template <typename scalar_t, int64_t act>
-void image_input(const scalar_t* x, const scalar_t* scale,
-                 const scalar_t* shift, int64_t HW, int64_t C, scalar_t* y) {
-  for (int64_t r = 0; r < HW; ++r) {
-    for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
-      auto z = load(x + r * C + c, n);
-      if (scale) z = z * load(scale + c, n);
-      if (shift) z = z + load(shift + c, n);
-      store(activate<scalar_t, act>(z), y + r * C + c, n);
-    });
-  }
 }
 
 // Depth-wise conv (stride 1, padding k // 2) of one H x W image held in y
@@ -370,7 +373,7 @@ std::vector<at::Tensor> dwconv_bn_act_backward_impl(
     for (int64_t image = begin; image < end; ++image) {
       const int64_t base = image * HW * C;
       const scalar_t* xb = xp + base;
-      image_input<scalar_t, act>(xb, sp, bp, HW, C, y.data());
+      act_affine_rows<scalar_t, act>(xb, sp, bp, HW, C, y.data());
       for (int64_t r = 0; r < HW; ++r) {  // the conv output's gradient
         for_chunks<scalar_t>(C, [&](int64_t c, int64_t n) {
           store(output_grad(image * HW + r, c, n), g.data() + r * C + c, n);
@@ -416,11 +419,7 @@ std::vector<at::Tensor> dwconv_bn_act_backward_impl(
       sums.add(block);
     }
   });
-  const std::vector<double> sum = sums.total();
-  auto options = x.options().dtype(at::kDouble);
-  at::Tensor out = at::from_blob(const_cast<double*>(sum.data()),
-                                 {K + 2, C}, options)
-                       .to(x.scalar_type(), false, /*copy=*/true);
+  at::Tensor out = sums_tensor(sums.total(), K + 2, x);
   return {out.narrow(0, 0, K).view({k, k, C}), out[K], out[K + 1]};
 }
 
@@ -444,7 +443,7 @@ std::vector<at::Tensor> bn_act_dwconv_impl(const at::Tensor& x,
     std::vector<double> exact(2 * C);
     std::vector<int64_t> tap_ids(k * k), rows(k * k);
     for (int64_t image = begin; image < end; ++image) {
-      image_input<scalar_t, act>(xp + image * HW * C,
+      act_affine_rows<scalar_t, act>(xp + image * HW * C,
                                  scale.data_ptr<scalar_t>(),
                                  shift.data_ptr<scalar_t>(), HW, C, y.data());
       std::fill(block.begin(), block.end(), scalar_t(0));
@@ -488,7 +487,7 @@ void act_dwconv_act_impl(at::Tensor& x, const at::Tensor& input_bias,
     std::vector<int64_t> tap_ids(k * k), rows(k * k);
     for (int64_t image = begin; image < end; ++image) {
       scalar_t* o = xp + image * HW * C;  // free once y holds the input
-      image_input<scalar_t, act>(o, nullptr, ip, HW, C, y.data());
+      act_affine_rows<scalar_t, act>(o, nullptr, ip, HW, C, y.data());
       scalar_t* mean = pp ? pp + image * C : nullptr;
       if (mean) std::fill(mean, mean + C, scalar_t(0));
       dwconv_image(y.data(), wp, H, W, C, k, tap_ids, rows,
@@ -544,12 +543,19 @@ void check_rows(const at::Tensor& t, const at::Tensor& x, const char* name) {
               name, " must be a contiguous CPU tensor like x ", x.sizes());
 }
 
-void check_channels(const at::Tensor& t, const at::Tensor& x,
-                    const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.dim() == 1 &&
-                  t.size(0) == x.size(1) && t.scalar_type() == x.scalar_type(),
-              name, " must be a contiguous CPU vector of ", x.size(1),
-              " channels of x's dtype");
+// Each (tensor, name): a per-channel vector of x's; undefined tensors (the
+// optional arguments not given) pass.
+void check_channels(
+    const at::Tensor& x,
+    std::initializer_list<std::pair<at::Tensor, const char*>> vectors) {
+  for (const auto& [t, name] : vectors) {
+    TORCH_CHECK(!t.defined() ||
+                    (t.device().is_cpu() && t.is_contiguous() && t.dim() == 1 &&
+                     t.size(0) == x.size(1) &&
+                     t.scalar_type() == x.scalar_type()),
+                name, " must be a contiguous CPU vector of ", x.size(1),
+                " channels of x's dtype");
+  }
 }
 
 void check_groups(const at::Tensor& t, const at::Tensor& x, const char* name) {
@@ -603,8 +609,7 @@ void act_affine(const at::Tensor& x, const at::Tensor& scale,
                 const at::Tensor& shift, int64_t act, at::Tensor out) {
   check_x(x);
   check_rows(out, x, "out");
-  check_channels(scale, x, "scale");
-  check_channels(shift, x, "shift");
+  check_channels(x, {{scale, "scale"}, {shift, "shift"}});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "act_affine", [&] {
     DISPATCH_ACT(act, A, (act_affine_impl<scalar_t, A>(x, scale, shift, out)));
   });
@@ -629,11 +634,9 @@ std::vector<at::Tensor> bn_act_backward(
   check_rows(grad, x, "grad");
   at::Tensor out = defined_or_empty(grad_x);
   if (out.defined()) check_rows(out, x, "grad_x");
-  for (const auto& [t, name] : {std::pair{scale, "scale"}, {shift, "shift"},
-                                {mean, "mean"}, {invstd, "invstd"}})
-    check_channels(t, x, name);
   at::Tensor w = defined_or_empty(weight), pooled = defined_or_empty(pooled_grad);
-  if (w.defined()) check_channels(w, x, "weight");
+  check_channels(x, {{scale, "scale"}, {shift, "shift"}, {mean, "mean"},
+                     {invstd, "invstd"}, {w, "weight"}});
   if (pooled.defined()) check_groups(pooled, x, "pooled_grad");
   std::vector<at::Tensor> sums;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_act_backward", [&] {
@@ -666,10 +669,8 @@ std::vector<at::Tensor> dwconv_bn_act_backward(
   for (const auto& [r, name] : {std::pair{grad, "grad"}, {t, "t"},
                                 {dy_out, "dy_out"}})
     check_rows(r, x, name);
-  for (const auto& [c, name] :
-       {std::pair{scale2, "scale2"}, {shift2, "shift2"}, {scale, "scale"},
-        {shift, "shift"}, {mean, "mean"}})
-    check_channels(c, x, name);
+  check_channels(x, {{scale2, "scale2"}, {shift2, "shift2"}, {scale, "scale"},
+                     {shift, "shift"}, {mean, "mean"}});
   TORCH_CHECK(coef2.is_contiguous() && coef2.dim() == 2 &&
                   coef2.size(0) == 3 && coef2.size(1) == x.size(1) &&
                   coef2.scalar_type() == x.scalar_type(),
@@ -702,8 +703,7 @@ std::vector<at::Tensor> bn_act_dwconv(const at::Tensor& x,
                                       at::Tensor out) {
   check_x(x);
   check_rows(out, x, "out");
-  check_channels(scale, x, "scale");
-  check_channels(shift, x, "shift");
+  check_channels(x, {{scale, "scale"}, {shift, "shift"}});
   check_lattice(x, taps, height, width);
   std::vector<at::Tensor> stats;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bn_act_dwconv", [&] {
@@ -724,12 +724,9 @@ void bn_backward_apply(const at::Tensor& dy, const at::Tensor& x,
   check_x(x);
   check_rows(dy, x, "dy");
   check_rows(grad_x, x, "grad_x");
-  for (const auto& [t, name] :
-       {std::pair{mean, "mean"}, {invstd, "invstd"}, {sum_dy, "sum_dy"},
-        {sum_dy_xmu, "sum_dy_xmu"}})
-    check_channels(t, x, name);
   at::Tensor w = defined_or_empty(weight);
-  if (w.defined()) check_channels(w, x, "weight");
+  check_channels(x, {{mean, "mean"}, {invstd, "invstd"}, {sum_dy, "sum_dy"},
+                     {sum_dy_xmu, "sum_dy_xmu"}, {w, "weight"}});
   const int64_t C = x.size(1), M = x.size(0);
   at::Tensor sums = at::stack({sum_dy, sum_dy_xmu}).to(at::kDouble);
   const double* sp = sums.data_ptr<double>();
@@ -761,8 +758,7 @@ at::Tensor act_dwconv_act_(at::Tensor x,
   check_x(x);
   check_lattice(x, taps, height, width);
   at::Tensor ib = defined_or_empty(input_bias), b = defined_or_empty(bias);
-  if (ib.defined()) check_channels(ib, x, "input_bias");
-  if (b.defined()) check_channels(b, x, "bias");
+  check_channels(x, {{ib, "input_bias"}, {b, "bias"}});
   at::Tensor pooled;
   if (pool) pooled = at::empty({x.size(0) / (height * width), x.size(1)},
                                x.options());
@@ -784,8 +780,7 @@ at::Tensor gated_backward(at::Tensor grad_u, const at::Tensor& x,
   check_x(x);
   check_rows(grad_u, x, "grad_u");
   check_rows(gated_u, x, "gated_u");
-  check_channels(scale, x, "scale");
-  check_channels(shift, x, "shift");
+  check_channels(x, {{scale, "scale"}, {shift, "shift"}});
   check_groups(gate, x, "gate");
   at::Tensor grad_gate = at::zeros_like(gate);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_backward", [&] {
