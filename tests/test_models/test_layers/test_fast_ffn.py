@@ -24,9 +24,20 @@ from localvit_mm.models.layers import (ECALayer, LocalityFeedForward,
 TOL = dict(rtol=1e-9, atol=1e-10)
 
 
+def test_the_tested_environment_builds_the_kernels():
+    """tools/setup_env.sh builds localvit_mm._ext, and where torch runs AVX2
+    code it is in use: a silent fall-back would lose the speed (and turn the
+    'compiled' runs below and test_cpu_kernels.py into skips)."""
+    import localvit_mm._ext  # noqa: F401 (the build exists)
+    if torch.backends.cpu.get_cpu_capability() != 'DEFAULT':
+        assert fast_ffn.cpu_kernels() is not None
+
+
 @pytest.fixture(params=['compiled', 'aten'])
 def kernels(request, monkeypatch):
-    """Run a test with the compiled CPU kernels and with ATen ops only."""
+    """Run a test with the compiled CPU kernels and with ATen ops only (the
+    compiled run is skipped only where the CPU cannot run them, which
+    test_the_tested_environment_builds_the_kernels checks)."""
     if request.param == 'aten':
         monkeypatch.setattr(fast_ffn, 'cpu_kernels', lambda: None)
     elif fast_ffn.cpu_kernels() is None:
