@@ -5,6 +5,10 @@ Every public model is registered once in :data:`MODELS` (scope
 ``MODELS`` registry of mmpretrain, mmdet and mmseg, whichever are installed, so
 ``type='LocalViT'`` builds in a config of any of the three scopes. The model
 code itself imports none of the three codebases.
+
+:data:`ATTENTIONS` holds the attention modules a transformer block can be
+built with (``attn_cfg=dict(type='WindowAttention', ...)``); they are parts,
+not models, so they stay out of the codebases' registries.
 """
 import importlib
 
@@ -13,6 +17,8 @@ from mmengine.registry import Registry
 
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS, locations=['localvit_mm.models'])
+ATTENTIONS = Registry(
+    'attention', scope='localvit_mm', locations=['localvit_mm.models.layers'])
 
 CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
 

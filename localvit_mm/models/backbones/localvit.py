@@ -5,86 +5,19 @@ channel attention, expansion ratio, placement, depth-wise conv) and the DeiT
 baselines (locality switched off), so every comparison runs the same code.
 """
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
-from ..deploy import DeployMixin
-from ..layers import (LocalityFeedForward, LocalViTBlock, lattice_to_tokens,
-                      tokens_to_lattice)
-
-FFN_KEYS = {
-    'act_cfg', 'channel_attention', 'kernel_size', 'with_dw_conv', 'norm_cfg',
-    'mlp_ratio', 'deploy'
-}
-
-
-def _se(reduction: int) -> dict:
-    """Arch-row FFN options: h-swish with SE of the given reduction."""
-    return dict(
-        act_cfg=dict(type='HSwish'),
-        channel_attention=dict(type='SE', reduction=reduction))
-
-
-def resize_pos_embed(pos_embed: torch.Tensor,
-                     src_shape: Sequence[int],
-                     dst_shape: Sequence[int],
-                     mode: str = 'bicubic',
-                     num_extra_tokens: int = 1) -> torch.Tensor:
-    """Resample position embeddings from one patch lattice to another.
-
-    Args:
-        pos_embed (Tensor): (1, num_extra_tokens + H*W, C) embeddings.
-        src_shape (tuple[int, int]): Lattice (H, W) they were made for.
-        dst_shape (tuple[int, int]): Target lattice (h, w); may be
-            non-square.
-        mode (str): Interpolation mode of ``F.interpolate``.
-            Defaults to 'bicubic'.
-        num_extra_tokens (int): Leading positions (class token) that are kept
-            as they are. Defaults to 1.
-
-    Returns:
-        Tensor: (1, num_extra_tokens + h*w, C); the input itself when the
-        lattices are equal.
-    """
-    if tuple(src_shape) == tuple(dst_shape):
-        return pos_embed
-    extra, grid = pos_embed.split(
-        [num_extra_tokens, pos_embed.shape[1] - num_extra_tokens], dim=1)
-    grid = F.interpolate(
-        tokens_to_lattice(grid, src_shape).contiguous(),
-        size=tuple(dst_shape),
-        mode=mode,
-        align_corners=False if mode in ('bilinear', 'bicubic') else None)
-    return torch.cat([extra, lattice_to_tokens(grid)], dim=1)
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches by a strided conv (timm's ``patch_embed``).
-
-    Returns the tokens and their lattice (h, w), which every later step takes
-    instead of guessing it from the token count.
-    """
-
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int):
-        super().__init__()
-        self.proj = nn.Conv2d(
-            in_channels, embed_dims, patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, tuple]:
-        x = self.proj(x)
-        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
+from ..layers import (LocalViTBlock, PatchEmbed, load_pos_embed,
+                      resize_pos_embed, tokens_to_lattice)
+from .base import LocalViTBackbone, se_ffn
 
 
 @MODELS.register_module()
-class LocalViT(DeployMixin, BaseModule):
+class LocalViT(LocalViTBackbone):
     """LocalViT backbone (Li et al., 2021, arXiv 2104.05707), DeiT layout.
 
     A ViT whose feed-forward is the locality FFN (1x1 conv, depth-wise conv,
@@ -158,21 +91,21 @@ class LocalViT(DeployMixin, BaseModule):
         with_cp (bool): Activation checkpointing of the blocks (saves memory,
             costs a second forward, which also updates the FFN's BatchNorm
             statistics a second time). Defaults to False.
-        init_cfg (dict | list[dict], optional): None gives the official init
-            (trunc-normal 0.02 for Linear layers, position embedding and class
-            token; LayerNorm 1/0; convolutions, the FFN's 1x1 convs included,
-            and BN keep the PyTorch defaults). Defaults to None.
+        init_cfg (dict | list[dict], optional): Applied after the official
+            init (trunc-normal 0.02 for Linear layers, position embedding and
+            class token; LayerNorm 1/0; convolutions, the FFN's 1x1 convs
+            included, and BN keep the PyTorch defaults). Defaults to None.
     """
 
     arch_zoo = {
         'tiny': dict(embed_dims=192, num_layers=12, num_heads=4, mlp_ratio=4,
-                     ffn_cfg=_se(192)),
+                     ffn_cfg=se_ffn(192)),
         'tiny-se4': dict(embed_dims=192, num_layers=12, num_heads=4,
-                         mlp_ratio=4, ffn_cfg=_se(4)),
+                         mlp_ratio=4, ffn_cfg=se_ffn(4)),
         'small': dict(embed_dims=384, num_layers=12, num_heads=8, mlp_ratio=4,
-                      ffn_cfg=_se(384)),
+                      ffn_cfg=se_ffn(384)),
         'base': dict(embed_dims=768, num_layers=12, num_heads=16, mlp_ratio=4,
-                     ffn_cfg=_se(768)),
+                     ffn_cfg=se_ffn(768)),
         'tiny-relu6-mlp6': dict(
             embed_dims=192, num_layers=12, num_heads=4, mlp_ratio=6,
             ffn_cfg=dict(act_cfg=dict(type='ReLU6'), channel_attention=None)),
@@ -204,8 +137,11 @@ class LocalViT(DeployMixin, BaseModule):
                  interpolate_mode: str = 'bicubic',
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self._parse_arch(arch)
+        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
+        self.arch_settings = self.parse_arch(
+            arch, ('embed_dims', 'num_layers', 'num_heads'))
+        self.arch_settings.setdefault('mlp_ratio', 4)
+        self.arch_settings.setdefault('ffn_cfg', {})
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
         if out_type not in self.OUT_TYPES:
@@ -218,10 +154,7 @@ class LocalViT(DeployMixin, BaseModule):
         self.out_type = out_type
         self.output_cls_token = output_cls_token
         self.final_norm = final_norm
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
         self.interpolate_mode = interpolate_mode
-        self.with_cp = with_cp
         self.num_extra_tokens = int(with_cls_token)
 
         img_size = (img_size, ) * 2 if isinstance(img_size, int) else img_size
@@ -249,7 +182,7 @@ class LocalViT(DeployMixin, BaseModule):
                 self.embed_dims,
                 self.arch_settings['num_heads'],
                 mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
+                attn_cfg=dict(type='Attention', qkv_bias=qkv_bias),
                 drop_path_rate=dpr[i],
                 with_locality=i in locality,
                 ffn_cfg=block_ffn_cfg,
@@ -266,27 +199,11 @@ class LocalViT(DeployMixin, BaseModule):
         self.out_indices = sorted({i % self.num_layers for i in out_indices})
         self._freeze_stages()
 
-    def _parse_arch(self, arch: Union[str, dict]) -> dict:
-        """Look up a named arch or check a custom one."""
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not one of '
-                                 f'{sorted(self.arch_zoo)}')
-            return dict(self.arch_zoo[arch])
-        missing = {'embed_dims', 'num_layers', 'num_heads'} - set(arch)
-        if missing:
-            raise ValueError(f'custom arch misses {sorted(missing)}')
-        return dict(dict(mlp_ratio=4, ffn_cfg={}), **arch)
-
     def _parse_ffn(self, ffn_cfg: Optional[dict],
                    locality_layers: Optional[Sequence[int]]):
         """Merge the arch's FFN options with the overrides; pick the blocks."""
-        unknown = set(ffn_cfg or {}) - FFN_KEYS
-        if unknown:
-            raise ValueError(f'unknown ffn_cfg keys {sorted(unknown)}; '
-                             f'allowed: {sorted(FFN_KEYS)}')
         arch_ffn = self.arch_settings['ffn_cfg']
-        merged = dict(arch_ffn or {}, **(ffn_cfg or {}))
+        merged = self.merge_ffn_cfg(arch_ffn, ffn_cfg) or {}
         mlp_ratio = merged.pop('mlp_ratio', self.arch_settings['mlp_ratio'])
         if locality_layers is None:
             locality_layers = range(self.num_layers) if arch_ffn is not None \
@@ -297,83 +214,28 @@ class LocalViT(DeployMixin, BaseModule):
                              f'0..{self.num_layers - 1}')
         return mlp_ratio, merged, tuple(sorted(set(locality_layers)))
 
-    def init_weights(self):
-        """Official init unless an ``init_cfg`` (e.g. Pretrained) is given."""
-        if self.init_cfg is not None:
-            return super().init_weights()
-        nn.init.trunc_normal_(self.pos_embed, std=.02)
-        if self.cls_token is not None:
-            nn.init.trunc_normal_(self.cls_token, std=.02)
-        # The FFN's fc1/fc2 are 1x1 convs in the official code: default init.
-        pointwise = {
-            id(fc)
-            for m in self.modules() if isinstance(m, LocalityFeedForward)
-            for fc in (m.fc1, m.fc2)
-        }
-        for m in self.modules():
-            if isinstance(m, nn.Linear) and id(m) not in pointwise:
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
     def _prepare_pos_embed(self, state_dict, prefix, *args, **kwargs):
-        """Resize a checkpoint's position embedding to this model's lattice.
-
-        The checkpoint's lattice is taken as square (the only shape its token
-        count tells). A class-token position is dropped when this model has
-        no class token, and so is the checkpoint's ``cls_token``.
-        """
-        name = prefix + 'pos_embed'
+        """Fit a checkpoint's position embedding to this model's lattice;
+        drop its class token when this model has none."""
+        ckpt_extra = 1 if prefix + 'cls_token' in state_dict else None
         if self.cls_token is None:
             state_dict.pop(prefix + 'cls_token', None)
-        if name not in state_dict or \
-                state_dict[name].shape == self.pos_embed.shape:
-            return
-        ckpt = state_dict[name]
-        extra = self.num_extra_tokens
-        num_patches = ckpt.shape[1] - extra
-        if extra == 0 and math.isqrt(num_patches)**2 != num_patches \
-                and math.isqrt(num_patches - 1)**2 == num_patches - 1:
-            ckpt, num_patches = ckpt[:, 1:], num_patches - 1
-        side = math.isqrt(num_patches)
-        if side * side != num_patches:
-            raise ValueError(
-                f'cannot resize {name} of shape {tuple(ckpt.shape)}: '
-                f'{num_patches} patch positions are not a square lattice')
-        print_log(
-            f'Resize {name} from {side}x{side} to '
-            f'{self.patch_resolution[0]}x{self.patch_resolution[1]}',
-            logger='current')
-        state_dict[name] = resize_pos_embed(ckpt, (side, side),
-                                            self.patch_resolution,
-                                            self.interpolate_mode, extra)
+        name = prefix + 'pos_embed'
+        if state_dict.get(name, self.pos_embed).shape != self.pos_embed.shape:
+            load_pos_embed(state_dict, name, self.patch_resolution,
+                           self.num_extra_tokens, self.interpolate_mode,
+                           ckpt_extra)
 
-    def _freeze_stages(self):
-        """Stop gradients and BN updates of the first ``frozen_stages``."""
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.patch_embed, *self.blocks[:self.frozen_stages]]
-        if self.frozen_stages >= self.num_layers:
-            frozen.append(self.norm)
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-        self.pos_embed.requires_grad = False
+    def frozen_parts(self, num_frozen: int):
+        """The embeddings and the first ``num_frozen`` blocks; the final norm
+        too when every block is frozen."""
+        modules = [self.patch_embed, *self.blocks[:num_frozen]]
+        if num_frozen >= self.num_layers:
+            modules.append(self.norm)
+        params = [self.pos_embed]
         if self.cls_token is not None:
-            self.cls_token.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+            params.append(self.cls_token)
+        return modules, params
 
     def _format_output(self, x: torch.Tensor, hw_shape: Sequence[int]):
         patches = x[:, self.num_extra_tokens:]
@@ -398,11 +260,7 @@ class LocalViT(DeployMixin, BaseModule):
         x = self.pos_drop(x)
         outs = []
         for i, block in enumerate(self.blocks):
-            if self.with_cp and self.training and x.requires_grad:
-                x = cp.checkpoint(block, x, hw_shape, self.num_extra_tokens,
-                                  use_reentrant=False)
-            else:
-                x = block(x, hw_shape, self.num_extra_tokens)
+            x = self.run_block(block, x, hw_shape, self.num_extra_tokens)
             if i == self.num_layers - 1:
                 x = self.norm(x)
             if i in self.out_indices:

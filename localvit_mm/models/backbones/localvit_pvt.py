@@ -12,66 +12,12 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
-from ..deploy import DeployMixin
-from ..layers import LocalViTBlock, tokens_to_lattice
-
-
-class PVTPatchEmbed(nn.Module):
-    """Non-overlapping patch embedding: conv k=s=p, then LayerNorm.
-
-    Inputs whose size the patch does not divide are zero-padded at the
-    bottom and right, so any input size works.
-
-    Args:
-        in_channels (int): Input channels.
-        embed_dims (int): Output channels.
-        patch_size (int): Kernel and stride of the projection.
-        norm_eps (float): LayerNorm eps (1e-5 in PVT). Defaults to 1e-5.
-    """
-
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int,
-                 norm_eps: float = 1e-5):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(
-            in_channels, embed_dims, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, tuple]:
-        """(B, C, H, W) -> tokens (B, h*w, D) and the lattice (h, w)."""
-        p = self.patch_size
-        pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x)
-        hw_shape = tuple(x.shape[2:])
-        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
-
-
-def resize_pos_embed(pos_embed: torch.Tensor, src_shape: Sequence[int],
-                     dst_shape: Sequence[int], num_extra_tokens: int = 0,
-                     mode: str = 'bilinear') -> torch.Tensor:
-    """Resize (1, extra + h*w, C) position embeddings to another lattice.
-
-    The leading extra (class) entries are kept as they are.
-    """
-    if tuple(src_shape) == tuple(dst_shape):
-        return pos_embed
-    extra, grid = pos_embed.split(
-        [num_extra_tokens, pos_embed.shape[1] - num_extra_tokens], dim=1)
-    grid = tokens_to_lattice(grid, src_shape)
-    grid = F.interpolate(
-        grid.float(), size=tuple(dst_shape), mode=mode, align_corners=False)
-    grid = grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
-    return torch.cat([extra, grid], dim=1)
-
+from ..layers import (LocalViTBlock, PatchEmbed, load_pos_embed,
+                      resize_pos_embed, tokens_to_lattice)
+from .base import LocalViTBackbone, se_ffn
 
 _PVT = dict(
     embed_dims=[64, 128, 320, 512],
@@ -81,10 +27,13 @@ _PVT = dict(
 _DEPTHS = dict(
     tiny=[2, 2, 2, 2], small=[3, 4, 6, 3], medium=[3, 4, 18, 3],
     large=[3, 8, 27, 3])
+# LocalViT-PVT's FFN: h-swish, SE with reduction = stage channels (the
+# squeeze keeps mlp_ratio channels).
+_SE = se_ffn('embed_dims')
 
 
 @MODELS.register_module()
-class LocalViTPVT(DeployMixin, BaseModule):
+class LocalViTPVT(LocalViTBackbone):
     """LocalViT-PVT backbone and its PVT baselines (locality off).
 
     A four-stage pyramid (strides 4/8/16/32) for classification, detection
@@ -97,8 +46,9 @@ class LocalViTPVT(DeployMixin, BaseModule):
         arch (str | dict): ``'tiny'``, ``'small'``, ``'medium'``, ``'large'``
             (LocalViT-PVT) or ``'pvt-tiny'`` ... ``'pvt-large'`` (plain PVT),
             or a dict with ``embed_dims``, ``num_layers``, ``num_heads``,
-            ``mlp_ratios``, ``sr_ratios`` and ``with_locality``. Defaults to
-            ``'tiny'``.
+            ``mlp_ratios``, ``sr_ratios`` and ``ffn_cfg`` (the locality FFN's
+            options, None for plain MLPs; missing keys come from PVT-T and
+            LocalViT-PVT's h-swish + SE FFN). Defaults to ``'tiny'``.
         pretrain_img_size (int | tuple[int]): Input size the stored position
             embeddings are laid out for. Defaults to 224.
         in_channels (int): Input channels. Defaults to 3.
@@ -123,11 +73,11 @@ class LocalViTPVT(DeployMixin, BaseModule):
             Defaults to 0.
         drop_path_rate (float): Stochastic depth, linear over all blocks.
             Defaults to 0.1.
-        ffn_cfg (dict, optional): Overrides of the locality FFN arguments
-            (``norm_cfg=dict(type='SyncBN')``, ``act_cfg``...). By default it
-            uses h-swish and SE with reduction = stage channels;
-            ``deploy=True`` builds the BatchNorm-free form of
-            :meth:`switch_to_deploy`. Defaults to None.
+        ffn_cfg (dict, optional): Overrides of the arch's locality FFN
+            options (``norm_cfg=dict(type='SyncBN')``, ``act_cfg``,
+            ``channel_attention``...); ``deploy=True`` builds the
+            BatchNorm-free form of :meth:`switch_to_deploy`. Ignored by the
+            ``pvt-*`` archs, which have no locality FFN. Defaults to None.
         interpolate_mode (str): Mode of the position-embedding resize.
             Defaults to ``'bilinear'``.
         frozen_stages (int): Freeze (no grad, eval mode) the first
@@ -145,9 +95,9 @@ class LocalViTPVT(DeployMixin, BaseModule):
             Defaults to None.
     """
     arch_zoo = {
-        **{name: dict(_PVT, num_layers=depths, with_locality=True)
+        **{name: dict(_PVT, num_layers=depths, ffn_cfg=_SE)
            for name, depths in _DEPTHS.items()},
-        **{f'pvt-{name}': dict(_PVT, num_layers=depths, with_locality=False)
+        **{f'pvt-{name}': dict(_PVT, num_layers=depths, ffn_cfg=None)
            for name, depths in _DEPTHS.items()},
     }
     OUT_TYPES = ('featmap', 'cls_token')
@@ -177,7 +127,7 @@ class LocalViTPVT(DeployMixin, BaseModule):
                  init_cfg: Optional[dict] = None):
         if isinstance(init_cfg, dict) and 'type' not in init_cfg:
             init_cfg = dict(init_cfg, type='Pretrained')  # mmdet PVT style
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
         cfg = self._arch_settings(arch, embed_dims, num_layers, num_heads,
                                   mlp_ratios, sr_ratios)
         self.embed_dims = cfg['embed_dims']
@@ -198,9 +148,11 @@ class LocalViTPVT(DeployMixin, BaseModule):
         self.with_cls_token = with_cls_token
         self.final_norm = final_norm
         self.interpolate_mode = interpolate_mode
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
+        with_locality = cfg['ffn_cfg'] is not None
+        stage_ffn = self.merge_ffn_cfg(cfg['ffn_cfg'], ffn_cfg)
+        if 'mlp_ratio' in stage_ffn:
+            raise ValueError('LocalViTPVT takes per-stage expansion ratios '
+                             'from mlp_ratios, not ffn_cfg["mlp_ratio"]')
 
         if isinstance(pretrain_img_size, int):
             pretrain_img_size = (pretrain_img_size, pretrain_img_size)
@@ -216,19 +168,19 @@ class LocalViTPVT(DeployMixin, BaseModule):
             num_pos = math.prod(self.pos_shapes[i]) + (
                 with_cls_token and s == self.num_stages)
             setattr(self, f'patch_embed{s}',
-                    PVTPatchEmbed(channels, dims, patch_sizes[i]))
+                    PatchEmbed(channels, dims, patch_sizes[i], norm_eps=1e-5,
+                               pad=True))
             setattr(self, f'pos_embed{s}',
                     nn.Parameter(torch.zeros(1, num_pos, dims)))
-            stage_ffn = dict(act_cfg=dict(type='HSwish'),
-                             channel_attention=dict(type='SE', reduction=dims))
-            stage_ffn.update(ffn_cfg or {})
             start = sum(self.num_layers[:i])
             setattr(self, f'block{s}', nn.ModuleList([
                 LocalViTBlock(
                     dims, cfg['num_heads'][i], cfg['mlp_ratios'][i],
-                    qkv_bias=qkv_bias, sr_ratio=cfg['sr_ratios'][i],
+                    attn_cfg=dict(type='SpatialReductionAttention',
+                                  qkv_bias=qkv_bias,
+                                  sr_ratio=cfg['sr_ratios'][i]),
                     drop_path_rate=dpr[start + j],
-                    with_locality=cfg['with_locality'], ffn_cfg=stage_ffn,
+                    with_locality=with_locality, ffn_cfg=stage_ffn,
                     norm_eps=1e-6) for j in range(depth)
             ]))
             channels = dims
@@ -244,12 +196,9 @@ class LocalViTPVT(DeployMixin, BaseModule):
                        mlp_ratios, sr_ratios) -> dict:
         """Merge the arch (name or dict) with the per-stage overrides."""
         if isinstance(arch, str):
-            if arch.lower() not in self.arch_zoo:
-                raise ValueError(f'arch {arch!r} is not one of '
-                                 f'{sorted(self.arch_zoo)}')
-            cfg = dict(self.arch_zoo[arch.lower()])
+            cfg = self.parse_arch(arch, ())
         else:
-            cfg = dict(_PVT, with_locality=True, **arch)
+            cfg = dict(_PVT, ffn_cfg=_SE, **arch)
         overrides = dict(num_layers=num_layers, num_heads=num_heads,
                          mlp_ratios=mlp_ratios, sr_ratios=sr_ratios)
         cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -266,28 +215,11 @@ class LocalViTPVT(DeployMixin, BaseModule):
                              f'{settings}')
         return cfg
 
-    def init_weights(self):
-        """Official init (trunc-normal 0.02 for Linear and embeddings, LN 1/0,
-        conv and BN PyTorch defaults), then any ``init_cfg`` (Pretrained)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for s in range(1, self.num_stages + 1):
-            nn.init.trunc_normal_(getattr(self, f'pos_embed{s}'), std=.02)
-        if self.with_cls_token:
-            nn.init.trunc_normal_(self.cls_token, std=.02)
-        super().init_weights()
-
     def _pos_embed(self, stage: int, hw_shape: Sequence[int],
                    num_extra_tokens: int) -> torch.Tensor:
         return resize_pos_embed(
             getattr(self, f'pos_embed{stage + 1}'), self.pos_shapes[stage],
-            hw_shape, num_extra_tokens, self.interpolate_mode)
+            hw_shape, self.interpolate_mode, num_extra_tokens)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Images (B, C, H, W) -> one output per ``out_indices`` stage."""
@@ -301,11 +233,7 @@ class LocalViTPVT(DeployMixin, BaseModule):
                               dim=1)
             x = self.pos_drop(x + self._pos_embed(i, hw_shape, num_extra))
             for block in getattr(self, f'block{i + 1}'):
-                if self.with_cp and self.training and x.requires_grad:
-                    x = cp.checkpoint(block, x, hw_shape, num_extra,
-                                      use_reentrant=False)
-                else:
-                    x = block(x, hw_shape, num_extra)
+                x = self.run_block(block, x, hw_shape, num_extra)
             if i == last and self.final_norm:
                 x = self.norm(x)
             if i == last and self.out_type == 'cls_token':
@@ -320,62 +248,31 @@ class LocalViTPVT(DeployMixin, BaseModule):
     def _prepare_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Load-time fixes: drop the class token entries when this model has
         none, resize position embeddings to this model's lattices."""
-        last = self.num_stages
         cls_key = prefix + 'cls_token'
         ckpt_has_cls = cls_key in state_dict
         if ckpt_has_cls and not self.with_cls_token:
             del state_dict[cls_key]
             print_log(f'{type(self).__name__}: dropped the class token of '
                       'the checkpoint (this model has none)', 'current')
-        for s in range(1, last + 1):
-            key = f'{prefix}pos_embed{s}'
-            if key not in state_dict:
-                continue
-            pos = state_dict[key]
-            extra = int(s == last and (ckpt_has_cls or _has_cls_entry(pos)))
-            side = math.isqrt(pos.shape[1] - extra)
-            want = self.pos_shapes[s - 1]
-            own_extra = int(s == last and self.with_cls_token)
-            if side * side != pos.shape[1] - extra or extra < own_extra:
-                continue  # not resizable: load_state_dict reports it
-            if (side, side) != want:
-                print_log(f'{type(self).__name__}: resized {key[len(prefix):]}'
-                          f' from {side}x{side} to {want[0]}x{want[1]}',
-                          'current')
-            pos = resize_pos_embed(pos, (side, side), want, extra,
-                                   self.interpolate_mode)
-            state_dict[key] = pos[:, extra - own_extra:]
+        for i in range(self.num_stages):
+            last = i == self.num_stages - 1
+            load_pos_embed(
+                state_dict, f'{prefix}pos_embed{i + 1}', self.pos_shapes[i],
+                int(self.with_cls_token and last), self.interpolate_mode,
+                1 if last and ckpt_has_cls else None)
 
-    def _freeze_stages(self):
-        """No grad and eval mode for the first ``frozen_stages`` stages."""
-        for s in range(1, min(self.frozen_stages, self.num_stages) + 1):
-            modules = [getattr(self, f'patch_embed{s}'),
-                       getattr(self, f'block{s}')]
-            params = [getattr(self, f'pos_embed{s}')]
+    def frozen_parts(self, num_frozen: int):
+        """Patch embedding, position embedding and blocks of the first
+        ``num_frozen`` stages; the class token and final norm with the
+        last."""
+        modules, params = [], []
+        for s in range(1, min(num_frozen, self.num_stages) + 1):
+            modules += [getattr(self, f'patch_embed{s}'),
+                        getattr(self, f'block{s}')]
+            params.append(getattr(self, f'pos_embed{s}'))
             if s == self.num_stages:
                 if self.final_norm:
                     modules.append(self.norm)
                 if self.with_cls_token:
                     params.append(self.cls_token)
-            for m in modules:
-                m.eval()
-                params.extend(m.parameters())
-            for p in params:
-                p.requires_grad = False
-
-    def train(self, mode: bool = True):
-        """Train mode that keeps frozen stages (and BN with ``norm_eval``) in
-        eval mode."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
-
-def _has_cls_entry(pos_embed: torch.Tensor) -> bool:
-    """Whether a square-lattice position embedding carries one extra entry."""
-    n = pos_embed.shape[1]
-    return math.isqrt(n) ** 2 != n and math.isqrt(n - 1) ** 2 == n - 1
+        return modules, params

@@ -1,11 +1,16 @@
-from .attention import Attention, SpatialReductionAttention
+from .attention import (Attention, SpatialReductionAttention, check_heads,
+                        merge_heads, split_heads)
 from .channel_attention import ECALayer, SELayer, build_channel_attention
 from .lattice import lattice_to_tokens, tokens_to_lattice
 from .locality_ffn import LocalityFeedForward
-from .transformer_block import LocalViTBlock, Mlp
+from .patch_embed import PatchEmbed
+from .pos_embed import load_pos_embed, num_extra_positions, resize_pos_embed
+from .transformer_block import LocalViTBlock, Mlp, build_attention
 
 __all__ = [
     'Attention', 'SpatialReductionAttention', 'ECALayer', 'SELayer',
     'build_channel_attention', 'lattice_to_tokens', 'tokens_to_lattice',
-    'LocalityFeedForward', 'LocalViTBlock', 'Mlp'
+    'LocalityFeedForward', 'LocalViTBlock', 'Mlp', 'build_attention',
+    'check_heads', 'merge_heads', 'split_heads', 'PatchEmbed',
+    'load_pos_embed', 'num_extra_positions', 'resize_pos_embed'
 ]

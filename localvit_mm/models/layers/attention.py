@@ -1,6 +1,8 @@
 """Multi-head self-attention of the LocalViT blocks (timm key layout).
 
-Both run on ``F.scaled_dot_product_attention``.
+Both run on ``F.scaled_dot_product_attention`` and are registered in
+:data:`~localvit_mm.registry.ATTENTIONS`, so a block builds either from its
+``attn_cfg``.
 """
 from typing import Sequence
 
@@ -8,22 +10,31 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...registry import ATTENTIONS
 from .lattice import lattice_to_tokens, tokens_to_lattice
 
 
-def _split_heads(x: torch.Tensor, num_chunks: int,
-                 num_heads: int) -> torch.Tensor:
+def check_heads(embed_dims: int, num_heads: int):
+    """Refuse channels that the heads do not split evenly."""
+    if embed_dims % num_heads:
+        raise ValueError(f'embed_dims {embed_dims} is not divisible by '
+                         f'num_heads {num_heads}')
+
+
+def split_heads(x: torch.Tensor, num_chunks: int,
+                num_heads: int) -> torch.Tensor:
     """(B, N, chunks * C) -> (chunks, B, heads, N, C // heads)."""
     B, N, _ = x.shape
     return x.reshape(B, N, num_chunks, num_heads, -1).permute(2, 0, 3, 1, 4)
 
 
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, heads, N, c) -> (B, N, heads * c)."""
     B, _, N, _ = x.shape
     return x.transpose(1, 2).reshape(B, N, -1)
 
 
+@ATTENTIONS.register_module()
 class Attention(nn.Module):
     """ViT attention with one fused ``qkv`` projection.
 
@@ -36,18 +47,17 @@ class Attention(nn.Module):
     def __init__(self, embed_dims: int, num_heads: int,
                  qkv_bias: bool = True):
         super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by '
-                             f'num_heads {num_heads}')
+        check_heads(embed_dims, num_heads)
         self.num_heads = num_heads
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
     def forward(self, x: torch.Tensor, hw_shape: Sequence[int] = None):
-        q, k, v = _split_heads(self.qkv(x), 3, self.num_heads)
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
+        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
+@ATTENTIONS.register_module()
 class SpatialReductionAttention(nn.Module):
     """PVT attention: keys and values from a lattice shrunk by ``sr_ratio``.
 
@@ -65,9 +75,7 @@ class SpatialReductionAttention(nn.Module):
                  qkv_bias: bool = True, sr_ratio: int = 1,
                  norm_eps: float = 1e-5):
         super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by '
-                             f'num_heads {num_heads}')
+        check_heads(embed_dims, num_heads)
         self.num_heads = num_heads
         self.sr_ratio = sr_ratio
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
@@ -79,10 +87,10 @@ class SpatialReductionAttention(nn.Module):
             self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
 
     def forward(self, x: torch.Tensor, hw_shape: Sequence[int]):
-        q = _split_heads(self.q(x), 1, self.num_heads)[0]
+        q = split_heads(self.q(x), 1, self.num_heads)[0]
         source = x
         if self.sr_ratio > 1:
             lattice = self.sr(tokens_to_lattice(x, hw_shape))
             source = self.norm(lattice_to_tokens(lattice))
-        k, v = _split_heads(self.kv(source), 2, self.num_heads)
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        k, v = split_heads(self.kv(source), 2, self.num_heads)
+        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))

@@ -19,7 +19,17 @@ composition of modules:
   BatchNorm + activation backward in two passes, the conv backward joined
   to the BatchNorm before it, the channel gate's backward in one pass.
   Elsewhere (GPU, bfloat16, kernels not built) ATen ops compute the same.
+
+Whether a :class:`LocalityFeedForward` takes a fused path is decided in one
+place, :func:`fused_path`: its ``fused`` flag (default: the environment
+variable ``LOCALVIT_FUSED_FFN``, on unless ``0``, as timm's
+``TIMM_FUSED_ATTN``) and whether its norms and activations are ones the
+fused code computes. ``LOCALVIT_CPU_KERNELS=0`` keeps the fused paths on
+ATen ops (:func:`localvit_mm.ops.cpu_kernels`). The plain composition of
+modules (``LocalityFeedForward.conv_ffn``) is the reference every fused path
+is tested against.
 """
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -38,6 +48,42 @@ ACTIVATIONS = {nn.Hardswish: 'hswish', HSwish: 'hswish', nn.ReLU6: 'relu6',
                nn.ReLU: 'relu'}
 # Activation code -> its number in the compiled kernels.
 KERNEL_CODES = dict(hswish=0, relu6=1, relu=2)
+
+
+def use_fused_ffn() -> bool:
+    """The default of ``LocalityFeedForward(fused=None)``: the environment
+    variable ``LOCALVIT_FUSED_FFN`` (``0`` turns the fused paths off)."""
+    return os.environ.get('LOCALVIT_FUSED_FFN', '1') != '0'
+
+
+def fused_path(ffn: nn.Module) -> Optional[str]:
+    """The path a locality FFN's forward takes now.
+
+    Returns:
+        'folded' (eval / deploy: BatchNorms folded into the layers before
+        them), 'batch_stats' (training with batch statistics: the two
+        autograd functions below) or None: the plain composition of modules,
+        taken when ``ffn.fused`` is off or the FFN holds a norm, activation
+        or channel attention the fused code does not compute.
+    """
+    if not ffn.fused:
+        return None
+    code = activation_code(ffn.act1)
+    ca = ffn.channel_attention
+    if code is None or not (isinstance(ca, nn.Identity)
+                            or hasattr(ca, 'channel_weights')):
+        return None
+    if ffn.with_dw_conv and activation_code(ffn.act2) != code:
+        return None
+    if ffn.deploy:
+        return 'folded'
+    norms = [getattr(ffn, norm) for _, norm in ffn.folds()]
+    if all(map(is_foldable, norms)):
+        return 'folded'
+    if all(map(is_batch_stat_bn, norms[:-1])) and \
+            isinstance(norms[-1], _BatchNorm):
+        return 'batch_stats'
+    return None
 
 
 def activation_code(module: nn.Module) -> Optional[str]:

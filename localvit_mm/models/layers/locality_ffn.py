@@ -12,8 +12,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .channel_attention import build_channel_attention
 from .fast_ffn import (GatedProjection, NormActConv, act_dwconv_act_,
                        activate, activation_code, bn_scale_shift,
-                       bn_train_args, conv_kernels_for, is_batch_stat_bn,
-                       is_foldable)
+                       bn_train_args, conv_kernels_for, fused_path,
+                       use_fused_ffn)
 from .lattice import lattice_to_tokens, tokens_to_lattice
 
 
@@ -37,11 +37,12 @@ class LocalityFeedForward(BaseModule):
 
     The 1x1 convolutions run as ``nn.Linear`` on the (B, N, C) tokens and the
     depth-wise conv on a channels-last view of them, so no layout copy is
-    made. With BatchNorm and a ReLU-family or h-swish activation the forward
-    takes a fused path (:mod:`.fast_ffn`): in eval mode the BatchNorms fold
-    on the fly into the weights before them; in training only the two BN
-    inputs are kept for the backward pass. Other norms or activations run
-    the plain composition of the modules (:meth:`conv_ffn`).
+    made. With ``fused`` on (the default) and BatchNorm with a ReLU-family or
+    h-swish activation the forward takes a fused path (:mod:`.fast_ffn`): in
+    eval mode the BatchNorms fold on the fly into the weights before them; in
+    training only the two BN inputs are kept for the backward pass. Otherwise
+    it runs the plain composition of the modules (:meth:`conv_ffn`), the
+    reference the fused paths are tested against.
 
     Args:
         embed_dims (int): Token channels ``d``.
@@ -53,12 +54,17 @@ class LocalityFeedForward(BaseModule):
         act_cfg (dict): Activation, ``dict(type='HSwish')`` or
             ``dict(type='ReLU6')``. Defaults to h-swish.
         channel_attention (dict, optional): ``dict(type='SE', reduction=r)``
-            or ``dict(type='ECA', gate='sigmoid' | 'hsigmoid')``. Defaults to
+            (``r='embed_dims'``: the reduction is ``embed_dims``, so the
+            squeeze keeps ``gamma`` channels, as in LocalViT-PVT and TNT) or
+            ``dict(type='ECA', gate='sigmoid' | 'hsigmoid')``. Defaults to
             None.
         norm_cfg (dict): Norm of the three BN slots. Defaults to BN.
         deploy (bool): Build the inference form that
             :meth:`switch_to_deploy` produces: no BatchNorm, biases on
             ``fc1``, ``dw_conv`` and ``fc2``. Defaults to False.
+        fused (bool, optional): Allow the fused paths; None takes
+            :func:`~.fast_ffn.use_fused_ffn` (the ``LOCALVIT_FUSED_FFN``
+            environment variable, on by default). Defaults to None.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -71,10 +77,12 @@ class LocalityFeedForward(BaseModule):
                  channel_attention: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN'),
                  deploy: bool = False,
+                 fused: Optional[bool] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         hidden = int(embed_dims * expansion_ratio)
         self.deploy = deploy
+        self.fused = use_fused_ffn() if fused is None else fused
         self.with_dw_conv = with_dw_conv
 
         def norm(channels):
@@ -92,6 +100,9 @@ class LocalityFeedForward(BaseModule):
             self.act2 = build_activation_layer(act_cfg)
         else:
             self.dw_conv = self.norm2 = self.act2 = nn.Identity()
+        if channel_attention and \
+                channel_attention.get('reduction') == 'embed_dims':
+            channel_attention = dict(channel_attention, reduction=embed_dims)
         self.channel_attention = build_channel_attention(
             channel_attention, hidden)
         self.fc2 = nn.Linear(hidden, embed_dims, bias=deploy)
@@ -130,7 +141,7 @@ class LocalityFeedForward(BaseModule):
             raise ValueError(f'{num_tokens} tokens do not fill a {H}x{W} '
                              'lattice')
         extra, tokens = x.split([num_extra_tokens, num_tokens], dim=1)
-        path = self._fused_path()
+        path = fused_path(self)
         if path == 'folded':
             return self._forward_folded(x, extra, tokens, hw_shape, inplace)
         if path == 'batch_stats':
@@ -139,26 +150,7 @@ class LocalityFeedForward(BaseModule):
             out = tokens + self.conv_ffn(tokens, hw_shape)
         return torch.cat([extra, out], dim=1) if num_extra_tokens else out
 
-    def _fused_path(self) -> Optional[str]:
-        """'folded', 'batch_stats' or None (plain module composition)."""
-        code = activation_code(self.act1)
-        ca = self.channel_attention
-        if code is None or not (isinstance(ca, nn.Identity)
-                                or hasattr(ca, 'channel_weights')):
-            return None
-        if self.with_dw_conv and activation_code(self.act2) != code:
-            return None
-        if self.deploy:
-            return 'folded'
-        norms = [getattr(self, norm) for _, norm in self._folds()]
-        if all(map(is_foldable, norms)):
-            return 'folded'
-        if all(map(is_batch_stat_bn, norms[:-1])) and \
-                isinstance(norms[-1], _BatchNorm):
-            return 'batch_stats'
-        return None
-
-    def _folds(self):
+    def folds(self):
         """(layer, BatchNorm after it) attribute names, in forward order."""
         folds = [('fc1', 'norm1'), ('dw_conv', 'norm2'), ('fc2', 'norm3')]
         return folds if self.with_dw_conv else folds[::2]
@@ -259,13 +251,13 @@ class LocalityFeedForward(BaseModule):
         (running statistics, computed in float64) for inference."""
         if self.deploy:
             return
-        norms = [getattr(self, norm) for _, norm in self._folds()]
+        norms = [getattr(self, norm) for _, norm in self.folds()]
         if not all(isinstance(n, _BatchNorm) and n.running_mean is not None
                    for n in norms):
             raise ValueError('switch_to_deploy folds BatchNorm with running '
                              'statistics only, not '
                              f'{sorted({type(n).__name__ for n in norms})}')
-        for name, norm in self._folds():
+        for name, norm in self.folds():
             layer = getattr(self, name)
             weight, bias = fold_bn(
                 layer.weight.double(),

@@ -6,8 +6,18 @@ import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 
-from .attention import Attention, SpatialReductionAttention
+from ...registry import ATTENTIONS
 from .locality_ffn import LocalityFeedForward
+
+
+def build_attention(attn_cfg: Optional[dict], embed_dims: int,
+                    num_heads: int) -> nn.Module:
+    """An attention module of :data:`ATTENTIONS` from its config
+    (``dict(type='Attention', qkv_bias=True)`` when None)."""
+    cfg = dict(type='Attention', qkv_bias=True) if attn_cfg is None \
+        else dict(attn_cfg)
+    return ATTENTIONS.build(
+        dict(cfg, embed_dims=embed_dims, num_heads=num_heads))
 
 
 class Mlp(nn.Module):
@@ -26,7 +36,9 @@ class Mlp(nn.Module):
 class LocalViTBlock(BaseModule):
     """Attention, then the locality feed-forward or a plain MLP.
 
-    With locality (paper Fig. 2) the block keeps only ``norm1`` and drop path
+    The attention is built from ``attn_cfg`` (global, spatial reduction,
+    window...), so every backbone uses this one block. With locality (paper
+    Fig. 2) the block keeps only ``norm1`` and drop path
     acts on the attention branch alone; the FFN holds its own residual.
     Without it the block is a plain ViT block (``norm2`` + GELU MLP), so one
     class builds LocalViT and its DeiT/PVT baselines.
@@ -35,9 +47,11 @@ class LocalViTBlock(BaseModule):
         embed_dims (int): Token channels.
         num_heads (int): Attention heads.
         mlp_ratio (float): FFN expansion ratio. Defaults to 4.
-        qkv_bias (bool): Bias of the attention projections. Defaults to True.
-        sr_ratio (int, optional): None for ViT attention (fused ``qkv``), an
-            int for PVT's spatial-reduction attention. Defaults to None.
+        attn_cfg (dict, optional): The attention, a type of
+            :data:`~localvit_mm.registry.ATTENTIONS` and its arguments besides
+            ``embed_dims`` and ``num_heads``, e.g.
+            ``dict(type='SpatialReductionAttention', sr_ratio=8)``. None is
+            ViT attention with a fused, biased ``qkv``. Defaults to None.
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
         with_locality (bool): Locality FFN or plain MLP. Defaults to True.
         ffn_cfg (dict, optional): Extra arguments of
@@ -51,8 +65,7 @@ class LocalViTBlock(BaseModule):
                  embed_dims: int,
                  num_heads: int,
                  mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 sr_ratio: Optional[int] = None,
+                 attn_cfg: Optional[dict] = None,
                  drop_path_rate: float = 0.,
                  with_locality: bool = True,
                  ffn_cfg: Optional[dict] = None,
@@ -61,11 +74,7 @@ class LocalViTBlock(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.with_locality = with_locality
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
-        if sr_ratio is None:
-            self.attn = Attention(embed_dims, num_heads, qkv_bias)
-        else:
-            self.attn = SpatialReductionAttention(
-                embed_dims, num_heads, qkv_bias, sr_ratio)
+        self.attn = build_attention(attn_cfg, embed_dims, num_heads)
         self.drop_path = DropPath(drop_path_rate)
         if with_locality:
             self.ffn = LocalityFeedForward(

@@ -39,7 +39,8 @@ def kernels(request, monkeypatch):
     compiled run is skipped only where the CPU cannot run them, which
     test_the_tested_environment_builds_the_kernels checks)."""
     if request.param == 'aten':
-        monkeypatch.setattr(fast_ffn, 'cpu_kernels', lambda: None)
+        monkeypatch.setenv('LOCALVIT_CPU_KERNELS', '0')
+        assert fast_ffn.cpu_kernels() is None
     elif fast_ffn.cpu_kernels() is None:
         pytest.skip('localvit_mm._ext is not built for this CPU')
     return request.param
@@ -140,7 +141,7 @@ def compare(ffn, x, hw_shape, extra, training, expect_path):
     ref = copy.deepcopy(ffn)
     ffn.train(training)
     ref.train(training)
-    assert ffn._fused_path() == expect_path
+    assert fast_ffn.fused_path(ffn) == expect_path
     xr = x.detach().clone().requires_grad_()
     out = ffn(x, hw_shape, extra)
     expected = reference_ffn(ref, xr, hw_shape, extra, training)
@@ -225,7 +226,7 @@ def test_frozen_bn_training_folds_with_gradients():
         m.eval()
     x = torch.randn(2, 1 + 9, 8, dtype=torch.float64, requires_grad=True)
     ref = copy.deepcopy(ffn)
-    assert ffn._fused_path() == 'folded'
+    assert fast_ffn.fused_path(ffn) == 'folded'
     xr = x.detach().clone().requires_grad_()
     out = ffn(x, (3, 3), 1)
     expected = reference_ffn(ref, xr, (3, 3), 1, training=False)
@@ -254,7 +255,7 @@ def test_momentum_none_and_untracked_stats():
     untracked = LocalityFeedForward(
         8, norm_cfg=dict(type='BN', track_running_stats=False)).double()
     untracked.eval()  # batch statistics even in eval mode
-    assert untracked._fused_path() == 'batch_stats'
+    assert fast_ffn.fused_path(untracked) == 'batch_stats'
     out = untracked(x, (2, 2), 1)
     torch.testing.assert_close(
         out[:, 1:], x[:, 1:] + untracked.conv_ffn(x[:, 1:], (2, 2)), **TOL)
@@ -265,13 +266,41 @@ def test_other_norms_and_activations_use_the_module_path():
     for options in (dict(act_cfg=dict(type='GELU')),
                     dict(norm_cfg=dict(type='GN', num_groups=2))):
         ffn = LocalityFeedForward(8, **options).double().train()
-        assert ffn._fused_path() is None
+        assert fast_ffn.fused_path(ffn) is None
         out = ffn(x, (2, 3), 1)
         torch.testing.assert_close(
             out[:, 1:], x[:, 1:] + ffn.conv_ffn(x[:, 1:], (2, 3)))
     mixed = LocalityFeedForward(8).double().train()
     mixed.norm2.eval()
-    assert mixed._fused_path() is None
+    assert fast_ffn.fused_path(mixed) is None
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_fused_flag_switches_to_the_plain_composition(training, monkeypatch):
+    """``fused=False`` (or ``LOCALVIT_FUSED_FFN=0`` for the default) runs
+    the module-by-module composition; both paths give the same function."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 1 + 12, 8, dtype=torch.float64)
+    fused = LocalityFeedForward(
+        8, channel_attention=dict(type='SE', reduction=4)).double()
+    randomize_bn(fused)
+    plain = copy.deepcopy(fused)
+    plain.fused = False
+    fused.train(training)
+    plain.train(training)
+    assert fast_ffn.fused_path(fused) == ('batch_stats'
+                                          if training else 'folded')
+    assert fast_ffn.fused_path(plain) is None
+    torch.testing.assert_close(fused(x, (3, 4), 1), plain(x, (3, 4), 1),
+                               **TOL)
+    monkeypatch.setenv('LOCALVIT_FUSED_FFN', '0')
+    assert not LocalityFeedForward(8).fused
+    assert LocalityFeedForward(8, fused=True).fused
+    monkeypatch.setenv('LOCALVIT_FUSED_FFN', '1')
+    assert LocalityFeedForward(8).fused
+    model = LocalViT(arch=dict(embed_dims=16, num_layers=1, num_heads=2),
+                     img_size=32, ffn_cfg=dict(fused=False))
+    assert model.blocks[0].ffn.fused is False
 
 
 def test_training_keeps_two_hidden_tensors():
@@ -291,7 +320,7 @@ def test_training_keeps_two_hidden_tensors():
     one = B * N * hidden * 4
     assert 2 * one <= saved_bytes(ffn) < 3 * one
     plain = copy.deepcopy(ffn)
-    plain._fused_path = lambda: None
+    plain.fused = False
     assert saved_bytes(plain) > 6 * one
 
 
