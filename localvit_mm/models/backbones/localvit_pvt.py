@@ -198,7 +198,7 @@ class LocalViTPVT(LocalViTBackbone):
         if isinstance(arch, str):
             cfg = self.parse_arch(arch, ())
         else:
-            cfg = dict(_PVT, ffn_cfg=_SE, **arch)
+            cfg = dict(dict(_PVT, ffn_cfg=_SE), **arch)
         overrides = dict(num_layers=num_layers, num_heads=num_heads,
                          mlp_ratios=mlp_ratios, sr_ratios=sr_ratios)
         cfg.update({k: v for k, v in overrides.items() if v is not None})
