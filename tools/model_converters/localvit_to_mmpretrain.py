@@ -294,7 +294,202 @@ def localvit_pvt_arch(converted: Weights) -> Optional[str]:
     return matches[0] if len(matches) == 1 else None
 
 
+# Official token-layer names that ours keep under ``attn.`` or rename.
+_T2T_TOKEN_RENAMES = {
+    'kqv.': 'attn.kqv.',
+    'proj.': 'attn.proj.',
+    'w': 'attn.random_features',
+    'mlp.0.': 'mlp.fc1.',
+    'mlp.2.': 'mlp.fc2.',
+}
+
+
+def convert_localvit_t2t(weights: Weights) -> Weights:
+    """LocalViT-T2T and T2T-ViT (``tokens_to_token``) -> :class:`LocalViTT2T`.
+
+    The performer's ``kqv``, ``proj`` and random features ``w`` of each
+    token layer move under ``attn.`` (``w`` becomes ``random_features``) and
+    the token layers' GELU MLP ``mlp.0`` / ``mlp.2`` becomes ``mlp.fc1`` /
+    ``mlp.fc2``. With the locality FFN, the token layers' ``norm2`` (built,
+    never used by the official forward) is dropped. ``pos_embed`` is the
+    fixed sinusoid table our model computes at forward: it is checked
+    against that table and dropped.
+
+    Official T2T-ViT release checkpoints were trained with the attention
+    scale ``embed_dims ** -0.5`` (their ``qk_scale`` for pretrained models);
+    ours is ``head_dims ** -0.5``, as in LocalViT's T2T training.
+    """
+    from localvit_mm.models.backbones.localvit_t2t import sinusoid_encoding
+    ffn = re.compile(r'(tokens_to_token\.attention\d|blocks\.\d+)\.'
+                     r'conv\.conv\.')
+    ffn_prefixes = sorted({m.group(0) for m in map(ffn.match, weights) if m})
+    out = {}
+    for src in ffn_prefixes:
+        layer = src[:-len('conv.conv.')]
+        out.update(map_conv_ffn(weights, src, f'backbone.{layer}ffn.'))
+    token = re.compile(r'tokens_to_token\.attention\d\.')
+    known = re.compile(r'(cls_token$|norm\.|tokens_to_token\.(project\.|'
+                       r'attention\d\.(norm1|norm2)\.)|blocks\.\d+\.(norm1|'
+                       r'norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.)')
+    unknown = []
+    for key, value in weights.items():
+        layer = token.match(key)
+        rest = key[layer.end():] if layer else ''
+        renamed = [
+            new + rest[len(old):] for old, new in _T2T_TOKEN_RENAMES.items()
+            if rest == old or old.endswith('.') and rest.startswith(old)
+        ]
+        if key.startswith('head.'):
+            _convert_head(key, value, out)
+        elif ffn.match(key):
+            continue
+        elif key == 'pos_embed':
+            table = sinusoid_encoding(*value.shape[1:])
+            if not torch.allclose(value.float(), table, atol=1e-5):
+                raise ValueError('pos_embed is not the fixed sinusoid table '
+                                 'LocalViTT2T computes')
+        elif layer and renamed:
+            out[f'backbone.{layer.group(0)}{renamed[0]}'] = value
+        elif layer and rest.startswith('norm2.') and \
+                f'{layer.group(0)}conv.conv.0.weight' in weights:
+            continue
+        elif known.match(key):
+            out['backbone.' + key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f'keys LocalViTT2T does not hold: {unknown[:5]}'
+                         f'{" ..." if len(unknown) > 5 else ""}')
+    return out
+
+
+def describe_localvit_t2t(weights: Weights) -> str:
+    """Dims, depth and where the locality FFNs are, for messages."""
+    dims = weights['cls_token'].shape[-1]
+    depth = len({k.split('.')[1] for k in weights if k.startswith('blocks.')})
+    tokens = weights['tokens_to_token.attention1.proj.weight'].shape[0]
+    ffns = {
+        'token layers': 'tokens_to_token.attention1.conv.conv.0.weight',
+        'blocks': 'blocks.0.conv.conv.0.weight'
+    }
+    local = [name for name, key in ffns.items() if key in weights]
+    return (f'embed dims {dims}, {depth} blocks, token dims {tokens}, '
+            f'locality FFN in {" and ".join(local) or "no layer"}')
+
+
+def localvit_t2t_arch(converted: Weights) -> Optional[str]:
+    """The one ``LocalViTT2T.arch_zoo`` row with exactly these keys and
+    shapes."""
+    from localvit_mm.models.backbones.localvit_t2t import LocalViTT2T
+    prefix = 'backbone.'
+    shapes = {
+        k[len(prefix):]: v.shape
+        for k, v in converted.items() if k.startswith(prefix)
+    }
+    in_channels = shapes['tokens_to_token.attention1.norm1.weight'][0] // 49
+    matches = []
+    for name in LocalViTT2T.arch_zoo:
+        with torch.device('meta'):
+            model = LocalViTT2T(arch=name, in_channels=in_channels)
+        if {k: v.shape for k, v in model.state_dict().items()} == shapes:
+            matches.append(name)
+    return matches[0] if len(matches) == 1 else None
+
+
+# Official TNT layer module -> ours (inner block, projection, outer block).
+TNT_BLOCK_KEYS = {
+    'norm_in': 'inner.norm1',
+    'attn_in': 'inner.attn',
+    'norm_mlp_in': 'inner.norm2',
+    'mlp_in': 'inner.mlp',
+    'norm1_proj': 'norm_proj',
+    'proj': 'proj',
+    'norm_out': 'outer.norm1',
+    'attn_out': 'outer.attn',
+    'norm_mlp': 'outer.norm2',
+    'mlp': 'outer.mlp',
+}
+
+
+def convert_localvit_tnt(weights: Weights) -> Weights:
+    """LocalViT-TNT and TNT (``pixel_embed``, ``blocks.{i}.attn_in``) ->
+    :class:`LocalViTTNT`.
+
+    Top-level keys keep their names; each layer's inner transformer becomes
+    ``inner``, its outer one ``outer`` (:data:`TNT_BLOCK_KEYS`), the
+    locality FFN ``outer.ffn``.
+    """
+    ffn = re.compile(r'blocks\.\d+\.conv\.conv\.')
+    ffn_prefixes = sorted({m.group(0) for m in map(ffn.match, weights) if m})
+    out = {}
+    for src in ffn_prefixes:
+        block = src[:-len('conv.conv.')]
+        out.update(map_conv_ffn(weights, src, f'backbone.{block}outer.ffn.'))
+    layer = re.compile(r'blocks\.(\d+)\.(' + '|'.join(TNT_BLOCK_KEYS) +
+                       r')\.(.+)$')
+    top = re.compile(r'(cls_token|patch_pos|pixel_pos|pixel_embed\.proj\.|'
+                     r'norm1_proj\.|proj\.|norm2_proj\.|norm\.)')
+    unknown = []
+    for key, value in weights.items():
+        match = layer.match(key)
+        if key.startswith('head.'):
+            _convert_head(key, value, out)
+        elif ffn.match(key):
+            continue
+        elif match:
+            index, module, leaf = match.groups()
+            out[f'backbone.blocks.{index}.{TNT_BLOCK_KEYS[module]}.{leaf}'] \
+                = value
+        elif top.match(key):
+            out['backbone.' + key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f'keys LocalViTTNT does not hold: {unknown[:5]}'
+                         f'{" ..." if len(unknown) > 5 else ""}')
+    return out
+
+
+def describe_localvit_tnt(weights: Weights) -> str:
+    """Outer and inner dims, depth and outer FFN kind of a TNT checkpoint."""
+    depth = 1 + max(
+        int(k.split('.')[1]) for k in weights if k.startswith('blocks.'))
+    local = 'blocks.0.conv.conv.0.weight' in weights
+    return (f'dims {weights["cls_token"].shape[-1]}, inner dims '
+            f'{weights["pixel_pos"].shape[1]}, {depth} layers, '
+            f'{"locality FFN" if local else "GELU MLP"}')
+
+
+def localvit_tnt_arch(converted: Weights) -> Optional[str]:
+    """The one ``LocalViTTNT.arch_zoo`` row with exactly these keys and
+    shapes (``patch_pos`` by name only: it depends on the size)."""
+    from localvit_mm.models.backbones.localvit_tnt import LocalViTTNT
+    prefix = 'backbone.'
+    shapes = {
+        k[len(prefix):]: None if k.endswith('patch_pos') else v.shape
+        for k, v in converted.items() if k.startswith(prefix)
+    }
+    matches = []
+    for name in LocalViTTNT.arch_zoo:
+        with torch.device('meta'):
+            model = LocalViTTNT(arch=name)
+        expected = {
+            k: None if k == 'patch_pos' else v.shape
+            for k, v in model.state_dict().items()
+        }
+        if expected == shapes:
+            matches.append(name)
+    return matches[0] if len(matches) == 1 else None
+
+
 FAMILIES: Dict[str, Family] = {
+    # Before 'LocalViT': these weights also hold blocks.0.norm1, cls_token.
+    'LocalViTT2T':
+    Family(
+        detect=lambda w: 'tokens_to_token.attention1.kqv.weight' in w,
+        convert=convert_localvit_t2t,
+        arch=localvit_t2t_arch,
+        describe=describe_localvit_t2t),
     'LocalViT':
     Family(
         detect=lambda w: 'blocks.0.norm1.weight' in w and 'cls_token' in w,

@@ -4,6 +4,7 @@ from .channel_attention import ECALayer, SELayer, build_channel_attention
 from .lattice import lattice_to_tokens, tokens_to_lattice
 from .locality_ffn import LocalityFeedForward
 from .patch_embed import PatchEmbed
+from .performer import PerformerAttention
 from .pos_embed import load_pos_embed, num_extra_positions, resize_pos_embed
 from .transformer_block import LocalViTBlock, Mlp, build_attention
 
@@ -12,5 +13,6 @@ __all__ = [
     'build_channel_attention', 'lattice_to_tokens', 'tokens_to_lattice',
     'LocalityFeedForward', 'LocalViTBlock', 'Mlp', 'build_attention',
     'check_heads', 'merge_heads', 'split_heads', 'PatchEmbed',
-    'load_pos_embed', 'num_extra_positions', 'resize_pos_embed'
+    'load_pos_embed', 'num_extra_positions', 'resize_pos_embed',
+    'PerformerAttention'
 ]
