@@ -232,6 +232,10 @@ class LocalViTT2T(LocalViTBackbone):
             options. Defaults to None.
         kernel_ratio (float): Performer random features per token channel.
             Defaults to 0.5.
+        qk_scale (float, optional): Scale of the blocks' attention logits;
+            None is ``head_dims ** -0.5``. T2T-ViT-7's released weights need
+            ``256 ** -0.5`` (its ``pretrained`` models set it).
+            Defaults to None.
         token_drop_rate (float): Dropout in the token layers (T2T-ViT uses
             0.1). Defaults to 0.1.
         drop_rate (float): Dropout after the position encoding.
@@ -291,6 +295,7 @@ class LocalViTT2T(LocalViTBackbone):
                  ffn_cfg: Optional[dict] = None,
                  token_ffn_cfg: Optional[dict] = None,
                  kernel_ratio: float = 0.5,
+                 qk_scale: Optional[float] = None,
                  token_drop_rate: float = 0.1,
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
@@ -349,7 +354,8 @@ class LocalViTT2T(LocalViTBackbone):
                 self.embed_dims,
                 settings['num_heads'],
                 mlp_ratio=mlp_ratio,
-                attn_cfg=dict(type='Attention', qkv_bias=False),
+                attn_cfg=dict(type='Attention', qkv_bias=False,
+                              qk_scale=qk_scale),
                 drop_path_rate=drop_path_rate * i /
                 max(self.num_layers - 1, 1),
                 with_locality=with_locality,

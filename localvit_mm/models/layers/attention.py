@@ -4,7 +4,7 @@ Both run on ``F.scaled_dot_product_attention`` and are registered in
 :data:`~localvit_mm.registry.ATTENTIONS`, so a block builds either from its
 ``attn_cfg``.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -42,19 +42,24 @@ class Attention(nn.Module):
         embed_dims (int): Token channels.
         num_heads (int): Attention heads.
         qkv_bias (bool): Bias of the qkv projection. Defaults to True.
+        qk_scale (float, optional): Scale of the attention logits; None is
+            ``head_dims ** -0.5`` (T2T-ViT-7's released weights were trained
+            with ``256 ** -0.5``). Defaults to None.
     """
 
     def __init__(self, embed_dims: int, num_heads: int,
-                 qkv_bias: bool = True):
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None):
         super().__init__()
         check_heads(embed_dims, num_heads)
         self.num_heads = num_heads
+        self.qk_scale = qk_scale
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
     def forward(self, x: torch.Tensor, hw_shape: Sequence[int] = None):
         q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
-        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(merge_heads(
+            F.scaled_dot_product_attention(q, k, v, scale=self.qk_scale)))
 
 
 @ATTENTIONS.register_module()

@@ -13,11 +13,19 @@ from .locality_ffn import LocalityFeedForward
 def build_attention(attn_cfg: Optional[dict], embed_dims: int,
                     num_heads: int) -> nn.Module:
     """An attention module of :data:`ATTENTIONS` from its config
-    (``dict(type='Attention', qkv_bias=True)`` when None)."""
+    (``dict(type='Attention', qkv_bias=True)`` when None).
+
+    The class is looked up in this registry alone, whatever the default
+    scope of the running codebase (attention parts are not shared with it).
+    """
     cfg = dict(type='Attention', qkv_bias=True) if attn_cfg is None \
         else dict(attn_cfg)
-    return ATTENTIONS.build(
-        dict(cfg, embed_dims=embed_dims, num_heads=num_heads))
+    name = cfg.pop('type')
+    cls = ATTENTIONS.get(name)
+    if cls is None:
+        raise KeyError(f'{name!r} is not an attention of localvit_mm; '
+                       f'known: {sorted(ATTENTIONS.module_dict)}')
+    return cls(embed_dims, num_heads, **cfg)
 
 
 class Mlp(nn.Module):

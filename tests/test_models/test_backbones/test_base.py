@@ -98,3 +98,17 @@ def test_load_pos_embed_resizes_and_drops_the_class_entry():
     with pytest.raises(ValueError, match='not a square lattice'):
         load_pos_embed({'pos_embed': torch.randn(1, 1 + 12, 4)}, 'pos_embed',
                        (4, 4), 1, ckpt_extra_tokens=1)
+
+
+def test_attention_qk_scale():
+    """``qk_scale`` replaces head_dims ** -0.5 (T2T-ViT-7's 256 ** -0.5)."""
+    torch.manual_seed(0)
+    attn = build_attention(dict(type='Attention', qk_scale=256**-0.5), 16, 2)
+    x = torch.randn(2, 5, 16)
+    q, k, v = attn.qkv(x).reshape(2, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    weights = (q @ k.transpose(-2, -1) / 16).softmax(-1)
+    expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 16))
+    torch.testing.assert_close(attn(x), expected)
+    default = build_attention(None, 16, 2)
+    default.load_state_dict(attn.state_dict())
+    assert not torch.allclose(default(x), expected)
