@@ -502,6 +502,13 @@ FAMILIES: Dict[str, Family] = {
         convert=convert_localvit_pvt,
         arch=localvit_pvt_arch,
         describe=describe_localvit_pvt),
+    'LocalViTTNT':
+    Family(
+        detect=lambda w: 'pixel_embed.proj.weight' in w and
+        'blocks.0.attn_in.qk.weight' in w,
+        convert=convert_localvit_tnt,
+        arch=localvit_tnt_arch,
+        describe=describe_localvit_tnt),
 }
 
 

@@ -6,6 +6,7 @@ from .locality_ffn import LocalityFeedForward
 from .patch_embed import PatchEmbed
 from .performer import PerformerAttention
 from .pos_embed import load_pos_embed, num_extra_positions, resize_pos_embed
+from .tnt_attention import TNTAttention
 from .transformer_block import LocalViTBlock, Mlp, build_attention
 
 __all__ = [
@@ -14,5 +15,5 @@ __all__ = [
     'LocalityFeedForward', 'LocalViTBlock', 'Mlp', 'build_attention',
     'check_heads', 'merge_heads', 'split_heads', 'PatchEmbed',
     'load_pos_embed', 'num_extra_positions', 'resize_pos_embed',
-    'PerformerAttention'
+    'PerformerAttention', 'TNTAttention'
 ]
