@@ -9,13 +9,14 @@ activation checkpointing, the official initialization and (through
 """
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..deploy import DeployMixin
-from ..layers import LocalityFeedForward
+from ..layers import LocalityFeedForward, tokens_to_lattice
 
 # Arguments of LocalityFeedForward a config may set through ``ffn_cfg``
 # (``mlp_ratio`` is the block's expansion ratio).
@@ -56,6 +57,11 @@ class LocalViTBackbone(DeployMixin, BaseModule):
     """
 
     arch_zoo: dict = {}
+    # Outputs a plain (non-pyramid) stack of blocks offers, mmpretrain's
+    # VisionTransformer contract.
+    OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
+    num_extra_tokens = 1
+    output_cls_token = False
 
     def __init__(self,
                  frozen_stages: int = -1,
@@ -91,6 +97,41 @@ class LocalViTBackbone(DeployMixin, BaseModule):
             raise ValueError(f'unknown ffn_cfg keys {sorted(unknown)}; '
                              f'allowed: {sorted(FFN_KEYS)}')
         return dict(arch_ffn or {}, **(ffn_cfg or {}))
+
+    def set_outputs(self,
+                    out_indices: Union[int, Sequence[int]],
+                    out_type: str,
+                    num_outputs: int,
+                    unit: str = 'blocks'):
+        """Check and keep ``out_type`` (one of ``OUT_TYPES``) and
+        ``out_indices`` (negative ones count from the end) among
+        ``num_outputs`` blocks or stages."""
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, '
+                             f'got {out_type!r}')
+        indices = [out_indices] if isinstance(out_indices, int) \
+            else list(out_indices)
+        if any(not -num_outputs <= i < num_outputs for i in indices):
+            raise ValueError(f'out_indices {indices} out of range for '
+                             f'{num_outputs} {unit}')
+        self.out_type = out_type
+        self.out_indices = sorted({i % num_outputs for i in indices})
+
+    def format_tokens(self, x: torch.Tensor, hw_shape: Sequence[int]):
+        """One output of a plain stack from its tokens (B, extra + h*w, C):
+        all of them ('raw'), the class token, the patch tokens as a map
+        ('featmap') or their mean ('avg_featmap'); with
+        ``output_cls_token``, ``[out, cls_token]`` (mmseg's DPTHead)."""
+        patches = x[:, self.num_extra_tokens:]
+        if self.out_type == 'raw':
+            out = x
+        elif self.out_type == 'cls_token':
+            out = x[:, 0]
+        elif self.out_type == 'featmap':
+            out = tokens_to_lattice(patches, hw_shape)
+        else:
+            out = patches.mean(dim=1)
+        return [out, x[:, 0]] if self.output_cls_token else out
 
     def run_block(self, block: nn.Module, x, *args):
         """``block(x, *args)``, through activation checkpointing when

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ...registry import MODELS
 from ..layers import (LocalViTBlock, PatchEmbed, load_pos_embed,
-                      resize_pos_embed, tokens_to_lattice)
+                      resize_pos_embed)
 from .base import LocalViTBackbone, se_ffn
 
 
@@ -114,7 +114,6 @@ class LocalViT(LocalViTBackbone):
         'deit-small': dict(embed_dims=384, num_layers=12, num_heads=6,
                            mlp_ratio=4, ffn_cfg=None),
     }
-    OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -144,14 +143,11 @@ class LocalViT(LocalViTBackbone):
         self.arch_settings.setdefault('ffn_cfg', {})
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, '
-                             f'got {out_type!r}')
         if not with_cls_token and (out_type == 'cls_token'
                                    or output_cls_token):
             raise ValueError('out_type="cls_token" and output_cls_token '
                              'need with_cls_token=True')
-        self.out_type = out_type
+        self.set_outputs(out_indices, out_type, self.num_layers)
         self.output_cls_token = output_cls_token
         self.final_norm = final_norm
         self.interpolate_mode = interpolate_mode
@@ -189,14 +185,6 @@ class LocalViT(LocalViTBackbone):
                 norm_eps=norm_eps) for i in range(self.num_layers))
         self.norm = nn.LayerNorm(
             self.embed_dims, eps=norm_eps) if final_norm else nn.Identity()
-
-        out_indices = [out_indices] if isinstance(out_indices,
-                                                  int) else list(out_indices)
-        if any(not -self.num_layers <= i < self.num_layers
-               for i in out_indices):
-            raise ValueError(f'out_indices {out_indices} out of range '
-                             f'for {self.num_layers} blocks')
-        self.out_indices = sorted({i % self.num_layers for i in out_indices})
         self._freeze_stages()
 
     def _parse_ffn(self, ffn_cfg: Optional[dict],
@@ -237,18 +225,6 @@ class LocalViT(LocalViTBackbone):
             params.append(self.cls_token)
         return modules, params
 
-    def _format_output(self, x: torch.Tensor, hw_shape: Sequence[int]):
-        patches = x[:, self.num_extra_tokens:]
-        if self.out_type == 'raw':
-            out = x
-        elif self.out_type == 'cls_token':
-            out = x[:, 0]
-        elif self.out_type == 'featmap':
-            out = tokens_to_lattice(patches, hw_shape)
-        else:
-            out = patches.mean(dim=1)
-        return [out, x[:, 0]] if self.output_cls_token else out
-
     def forward(self, x: torch.Tensor) -> tuple:
         """(B, C, H, W) images -> tuple of outputs of ``out_indices``."""
         x, hw_shape = self.patch_embed(x)
@@ -264,5 +240,5 @@ class LocalViT(LocalViTBackbone):
             if i == self.num_layers - 1:
                 x = self.norm(x)
             if i in self.out_indices:
-                outs.append(self._format_output(x, hw_shape))
+                outs.append(self.format_tokens(x, hw_shape))
         return tuple(outs)

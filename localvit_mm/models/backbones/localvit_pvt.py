@@ -136,15 +136,9 @@ class LocalViTPVT(LocalViTBackbone):
         if len(patch_sizes) != self.num_stages:
             raise ValueError(f'{len(patch_sizes)} patch sizes given for '
                              f'{self.num_stages} stages')
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, '
-                             f'got {out_type!r}')
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        self.out_indices = sorted(i % self.num_stages for i in out_indices)
-        self.out_type = out_type
+        self.set_outputs(out_indices, out_type, self.num_stages, 'stages')
         self.with_cls_token = with_cls_token
         self.final_norm = final_norm
         self.interpolate_mode = interpolate_mode

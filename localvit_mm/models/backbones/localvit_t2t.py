@@ -286,8 +286,6 @@ class LocalViTT2T(LocalViTBackbone):
             ffn_cfg=None,
             token_ffn_cfg=None),
     }
-    OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
-    num_extra_tokens = 1
 
     def __init__(self,
                  arch: Union[str, dict] = '7',
@@ -322,10 +320,7 @@ class LocalViTT2T(LocalViTBackbone):
         self.arch_settings = settings
         self.embed_dims = settings['embed_dims']
         self.num_layers = settings['num_layers']
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, '
-                             f'got {out_type!r}')
-        self.out_type = out_type
+        self.set_outputs(out_indices, out_type, self.num_layers)
         self.final_norm = final_norm
 
         run_options = {
@@ -364,13 +359,6 @@ class LocalViTT2T(LocalViTBackbone):
         self.norm = nn.LayerNorm(
             self.embed_dims, eps=norm_eps) if final_norm else nn.Identity()
 
-        out_indices = [out_indices] if isinstance(out_indices,
-                                                  int) else list(out_indices)
-        if any(not -self.num_layers <= i < self.num_layers
-               for i in out_indices):
-            raise ValueError(f'out_indices {out_indices} out of range '
-                             f'for {self.num_layers} blocks')
-        self.out_indices = sorted({i % self.num_layers for i in out_indices})
         self._freeze_stages()
 
     def frozen_parts(self, num_frozen: int):
@@ -380,16 +368,6 @@ class LocalViTT2T(LocalViTBackbone):
         if num_frozen >= self.num_layers:
             modules.append(self.norm)
         return modules, [self.cls_token]
-
-    def _format_output(self, x: torch.Tensor, hw_shape: Sequence[int]):
-        if self.out_type == 'raw':
-            return x
-        if self.out_type == 'cls_token':
-            return x[:, 0]
-        patches = x[:, self.num_extra_tokens:]
-        if self.out_type == 'featmap':
-            return tokens_to_lattice(patches, hw_shape)
-        return patches.mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple:
         """(B, C, H, W) images -> tuple of outputs of ``out_indices``."""
@@ -404,5 +382,5 @@ class LocalViTT2T(LocalViTBackbone):
             if i == self.num_layers - 1:
                 x = self.norm(x)
             if i in self.out_indices:
-                outs.append(self._format_output(x, hw_shape))
+                outs.append(self.format_tokens(x, hw_shape))
         return tuple(outs)

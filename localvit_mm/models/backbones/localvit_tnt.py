@@ -23,7 +23,7 @@ from mmengine.model import BaseModule
 
 from ...registry import MODELS
 from ..layers import (LocalViTBlock, PatchEmbed, load_pos_embed,
-                      resize_pos_embed, tokens_to_lattice)
+                      resize_pos_embed)
 from .base import LocalViTBackbone, se_ffn
 
 
@@ -199,7 +199,6 @@ class LocalViTTNT(LocalViTBackbone):
         'tnt-tiny': _arch(192, 12, 3, 3, None),
         'tnt-small': _arch(384, 24, 6, 4, None),
     }
-    OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -228,13 +227,10 @@ class LocalViTTNT(LocalViTBackbone):
         arch = {**defaults, **arch}
         self.embed_dims = arch['embed_dims']
         self.num_layers = arch['num_layers']
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'out_type must be one of {self.OUT_TYPES}, '
-                             f'got {out_type!r}')
         if patch_size % pixel_stride:
             raise ValueError(f'pixel_stride {pixel_stride} does not divide '
                              f'patch_size {patch_size}')
-        self.out_type = out_type
+        self.set_outputs(out_indices, out_type, self.num_layers, 'layers')
         self.interpolate_mode = interpolate_mode
         self.patch_size = patch_size
         img_size = (img_size, ) * 2 if isinstance(img_size, int) else img_size
@@ -285,13 +281,6 @@ class LocalViTTNT(LocalViTBackbone):
         self.norm = nn.LayerNorm(
             self.embed_dims, eps=norm_eps) if final_norm else nn.Identity()
 
-        out_indices = [out_indices] if isinstance(out_indices,
-                                                  int) else list(out_indices)
-        if any(not -self.num_layers <= i < self.num_layers
-               for i in out_indices):
-            raise ValueError(f'out_indices {out_indices} out of range '
-                             f'for {self.num_layers} layers')
-        self.out_indices = sorted({i % self.num_layers for i in out_indices})
         self._freeze_stages()
 
     def frozen_parts(
@@ -335,15 +324,6 @@ class LocalViTTNT(LocalViTBackbone):
                                              (h, w), self.interpolate_mode, 1)
         return pixels, self.pos_drop(patches), (h, w)
 
-    def _format_output(self, x: torch.Tensor, hw_shape: Sequence[int]):
-        if self.out_type == 'raw':
-            return x
-        if self.out_type == 'cls_token':
-            return x[:, 0]
-        if self.out_type == 'featmap':
-            return tokens_to_lattice(x[:, 1:], hw_shape)
-        return x[:, 1:].mean(dim=1)
-
     def forward(self, x: torch.Tensor) -> tuple:
         """(B, C, H, W) images -> tuple of outputs of ``out_indices``."""
         pixels, patches, hw_shape = self.embed(x)
@@ -353,5 +333,5 @@ class LocalViTTNT(LocalViTBackbone):
             if i == self.num_layers - 1:
                 patches = self.norm(patches)
             if i in self.out_indices:
-                outs.append(self._format_output(patches, hw_shape))
+                outs.append(self.format_tokens(patches, hw_shape))
         return tuple(outs)

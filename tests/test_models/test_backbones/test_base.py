@@ -44,12 +44,13 @@ def test_pvt_takes_its_ffn_from_the_arch_and_ffn_cfg():
         embed_dims=[16, 32], num_layers=[1, 1], num_heads=[1, 2],
         mlp_ratios=[2, 2], sr_ratios=[2, 1],
         ffn_cfg=dict(channel_attention=dict(type='ECA'))),
-        patch_sizes=(4, 2))
+        patch_sizes=(4, 2), out_indices=(0, 1))
     assert type(custom.block1[0].ffn.channel_attention).__name__ == 'ECALayer'
     plain = LocalViTPVT(arch=dict(
         embed_dims=[16, 32], num_layers=[1, 1], num_heads=[1, 2],
         mlp_ratios=[2, 2], sr_ratios=[2, 1], ffn_cfg=None),
-        patch_sizes=(4, 2), ffn_cfg=dict(kernel_size=5))
+        patch_sizes=(4, 2), out_indices=(0, 1),
+        ffn_cfg=dict(kernel_size=5))
     assert not hasattr(plain.block1[0], 'ffn')
     with pytest.raises(ValueError, match='mlp_ratios'):
         LocalViTPVT('tiny', ffn_cfg=dict(mlp_ratio=2))
