@@ -34,6 +34,7 @@ config whose model does not hold exactly the converted keys and shapes is
 refused.
 """
 import argparse
+import math
 import pickle
 import re
 import sys
@@ -294,6 +295,97 @@ def localvit_pvt_arch(converted: Weights) -> Optional[str]:
     return matches[0] if len(matches) == 1 else None
 
 
+def _swin_stages(weights: Weights) -> int:
+    return 1 + max(
+        int(k.split('.')[1]) for k in weights if k.startswith('layers.'))
+
+
+def convert_localvit_swin(weights: Weights) -> Weights:
+    """LocalViT-Swin and Swin (``layers.{i}.blocks.{j}``) ->
+    :class:`LocalViTSwin`.
+
+    Our keys keep the official layout, except that the final ``norm`` is the
+    last stage's output norm ``norm{last}``. The relative position indices
+    and shift masks, buffers the official model saves, are computed by ours
+    and dropped.
+    """
+    ffn = re.compile(r'layers\.\d+\.blocks\.\d+\.conv\.conv\.')
+    ffn_prefixes = sorted({m.group(0) for m in map(ffn.match, weights) if m})
+    out = {}
+    for src in ffn_prefixes:
+        block = src[:-len('conv.conv.')]
+        out.update(map_conv_ffn(weights, src, f'backbone.{block}ffn.'))
+    known = re.compile(r'patch_embed\.(proj|norm)\.|layers\.\d+\.(downsample'
+                       r'\.(norm|reduction)\.|blocks\.\d+\.(norm1\.|norm2\.|'
+                       r'attn\.(qkv|proj)\.|attn\.relative_position_bias_'
+                       r'table$|mlp\.fc1\.|mlp\.fc2\.))')
+    computed = re.compile(r'layers\.\d+\.blocks\.\d+\.(attn_mask|attn\.'
+                          r'relative_position_index)$')
+    last = _swin_stages(weights) - 1
+    unknown = []
+    for key, value in weights.items():
+        if key.startswith('head.'):
+            _convert_head(key, value, out)
+        elif key.startswith('norm.'):
+            out[f'backbone.norm{last}.' + key[len('norm.'):]] = value
+        elif ffn.match(key) or computed.match(key):
+            continue
+        elif known.match(key):
+            out['backbone.' + key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f'keys LocalViTSwin does not hold: {unknown[:5]}'
+                         f'{" ..." if len(unknown) > 5 else ""}')
+    return out
+
+
+def describe_localvit_swin(weights: Weights) -> str:
+    """Channels, depths, window and FFN kind of a Swin-layout checkpoint."""
+    stages = _swin_stages(weights)
+    dims = weights['patch_embed.proj.weight'].shape[0]
+    depths = [
+        len({
+            k.split('.')[3]
+            for k in weights if k.startswith(f'layers.{i}.blocks.')
+        }) for i in range(stages)
+    ]
+    table = weights['layers.0.blocks.0.attn.relative_position_bias_table']
+    window = (math.isqrt(table.shape[0]) + 1) // 2
+    local = 'layers.0.blocks.0.conv.conv.0.weight' in weights
+    return (f'embed dims {dims}, depths {depths}, window {window}, '
+            f'{"locality FFN" if local else "GELU MLP"}')
+
+
+def localvit_swin_arch(converted: Weights) -> Optional[str]:
+    """The one ``LocalViTSwin.arch_zoo`` row with exactly these keys and
+    shapes (window size and patch size read from the weights)."""
+    from localvit_mm.models.backbones.localvit_swin import LocalViTSwin
+    prefix = 'backbone.'
+    shapes = {
+        k[len(prefix):]: v.shape
+        for k, v in converted.items() if k.startswith(prefix)
+    }
+    proj = shapes['patch_embed.proj.weight']
+    table = shapes['layers.0.blocks.0.attn.relative_position_bias_table']
+    norms = [
+        int(k[4:-len('.weight')]) for k in shapes
+        if re.fullmatch(r'norm\d+\.weight', k)
+    ]
+    matches = []
+    for name in LocalViTSwin.arch_zoo:
+        with torch.device('meta'):
+            model = LocalViTSwin(
+                arch=name,
+                in_channels=proj[1],
+                patch_size=proj[-1],
+                window_size=(math.isqrt(table[0]) + 1) // 2,
+                out_indices=norms)
+        if {k: v.shape for k, v in model.state_dict().items()} == shapes:
+            matches.append(name)
+    return matches[0] if len(matches) == 1 else None
+
+
 # Official token-layer names that ours keep under ``attn.`` or rename.
 _T2T_TOKEN_RENAMES = {
     'kqv.': 'attn.kqv.',
@@ -502,6 +594,13 @@ FAMILIES: Dict[str, Family] = {
         convert=convert_localvit_pvt,
         arch=localvit_pvt_arch,
         describe=describe_localvit_pvt),
+    'LocalViTSwin':
+    Family(
+        detect=lambda w: 'layers.0.blocks.0.attn.relative_position_bias_table'
+        in w,
+        convert=convert_localvit_swin,
+        arch=localvit_swin_arch,
+        describe=describe_localvit_swin),
     'LocalViTTNT':
     Family(
         detect=lambda w: 'pixel_embed.proj.weight' in w and

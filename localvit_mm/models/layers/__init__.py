@@ -8,6 +8,7 @@ from .performer import PerformerAttention
 from .pos_embed import load_pos_embed, num_extra_positions, resize_pos_embed
 from .tnt_attention import TNTAttention
 from .transformer_block import LocalViTBlock, Mlp, build_attention
+from .window_attention import WindowAttention
 
 __all__ = [
     'Attention', 'SpatialReductionAttention', 'ECALayer', 'SELayer',
@@ -15,5 +16,5 @@ __all__ = [
     'LocalityFeedForward', 'LocalViTBlock', 'Mlp', 'build_attention',
     'check_heads', 'merge_heads', 'split_heads', 'PatchEmbed',
     'load_pos_embed', 'num_extra_positions', 'resize_pos_embed',
-    'PerformerAttention', 'TNTAttention'
+    'PerformerAttention', 'TNTAttention', 'WindowAttention'
 ]
