@@ -48,12 +48,15 @@ def classifier_params(arch):
     counted on the meta device."""
     with torch.device('meta'):
         backbone = LocalViTSwin(arch, out_indices=3)
-        head = nn.Linear(768, 1000)
+        head = nn.Linear(backbone.embed_dims[-1], 1000)
     return sum(p.numel() for m in (backbone, head) for p in m.parameters())
 
 
+# LocalViT-Swin-T (official release) and the official Swin-T/S/B.
 @pytest.mark.parametrize('arch,params', [('tiny', 29_079_010),
-                                         ('swin-tiny', 28_288_354)])
+                                         ('swin-tiny', 28_288_354),
+                                         ('swin-small', 49_606_258),
+                                         ('swin-base', 87_768_224)])
 def test_parameter_count_is_exact(arch, params):
     assert classifier_params(arch) == params
 
