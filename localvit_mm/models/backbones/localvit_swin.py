@@ -17,13 +17,11 @@ import torch.nn.functional as F
 
 from ...registry import MODELS
 from ..layers import LocalViTBlock, PatchEmbed, tokens_to_lattice
-from .base import LocalViTBackbone
+from .base import LocalViTBackbone, se_ffn
 
-# SE reduction of LocalViT-Swin, resolved per stage (official: dim // 4).
-QUARTER_DIMS = 'embed_dims//4'
-_LOCALITY_FFN = dict(
-    act_cfg=dict(type='HSwish'),
-    channel_attention=dict(type='SE', reduction=QUARTER_DIMS))
+# LocalViT-Swin's FFN: h-swish, SE with reduction = stage channels // 4
+# (the squeeze keeps 16 channels in every stage).
+_LOCALITY_FFN = se_ffn('embed_dims//4')
 _SIZES = {
     'tiny': dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
     'small':
@@ -31,18 +29,6 @@ _SIZES = {
     'base':
     dict(embed_dims=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
 }
-
-
-def stage_ffn_cfg(ffn_cfg: Optional[dict], dims: int) -> Optional[dict]:
-    """The FFN options of a stage with ``dims`` channels: an SE reduction
-    written ``'embed_dims//k'`` becomes ``dims // k``."""
-    if not ffn_cfg or not ffn_cfg.get('channel_attention'):
-        return ffn_cfg
-    attention = dict(ffn_cfg['channel_attention'])
-    reduction = attention.get('reduction')
-    if isinstance(reduction, str) and reduction.startswith('embed_dims//'):
-        attention['reduction'] = dims // int(reduction.split('//')[1])
-    return dict(ffn_cfg, channel_attention=attention)
 
 
 class PatchMerging(nn.Module):
@@ -207,7 +193,7 @@ class LocalViTSwin(LocalViTBackbone):
                         qkv_bias=qkv_bias),
                     drop_path_rate=dpr[start + j],
                     with_locality=with_locality,
-                    ffn_cfg=stage_ffn_cfg(ffn, dims),
+                    ffn_cfg=ffn,
                     norm_eps=norm_eps) for j in range(depth)
             ]
             downsample = PatchMerging(dims, norm_eps) \

@@ -26,6 +26,20 @@ def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor],
     return weight, shift if bias is None else bias * scale + shift
 
 
+def _resolve_reduction(cfg: Optional[dict],
+                       embed_dims: int) -> Optional[dict]:
+    """An SE reduction written in terms of the block's channels
+    (``'embed_dims'``, ``'embed_dims//k'``) as a number."""
+    reduction = (cfg or {}).get('reduction')
+    if not isinstance(reduction, str):
+        return cfg
+    name, _, divisor = reduction.partition('//')
+    if name != 'embed_dims' or not (divisor or '1').isdigit():
+        raise ValueError(f"SE reduction {reduction!r} is neither a number "
+                         "nor 'embed_dims' or 'embed_dims//k'")
+    return dict(cfg, reduction=embed_dims // int(divisor or 1))
+
+
 class LocalityFeedForward(BaseModule):
     """Conv feed-forward on the image lattice, with the residual inside.
 
@@ -54,8 +68,9 @@ class LocalityFeedForward(BaseModule):
         act_cfg (dict): Activation, ``dict(type='HSwish')`` or
             ``dict(type='ReLU6')``. Defaults to h-swish.
         channel_attention (dict, optional): ``dict(type='SE', reduction=r)``
-            (``r='embed_dims'``: the reduction is ``embed_dims``, so the
-            squeeze keeps ``gamma`` channels, as in LocalViT-PVT and TNT) or
+            (``r='embed_dims'`` or ``'embed_dims//k'``: the reduction follows
+            the block's channels, as the official LocalViT-PVT / TNT and
+            Swin (``'embed_dims//4'``) write it) or
             ``dict(type='ECA', gate='sigmoid' | 'hsigmoid')``. Defaults to
             None.
         norm_cfg (dict): Norm of the three BN slots. Defaults to BN.
@@ -100,11 +115,8 @@ class LocalityFeedForward(BaseModule):
             self.act2 = build_activation_layer(act_cfg)
         else:
             self.dw_conv = self.norm2 = self.act2 = nn.Identity()
-        if channel_attention and \
-                channel_attention.get('reduction') == 'embed_dims':
-            channel_attention = dict(channel_attention, reduction=embed_dims)
         self.channel_attention = build_channel_attention(
-            channel_attention, hidden)
+            _resolve_reduction(channel_attention, embed_dims), hidden)
         self.fc2 = nn.Linear(hidden, embed_dims, bias=deploy)
         self.norm3 = norm(embed_dims)
 

@@ -113,3 +113,18 @@ def test_attention_qk_scale():
     default = build_attention(None, 16, 2)
     default.load_state_dict(attn.state_dict())
     assert not torch.allclose(default(x), expected)
+
+
+def test_se_reduction_in_terms_of_the_block_channels():
+    from localvit_mm.models.layers import LocalityFeedForward
+
+    def squeeze(reduction, dims=96):
+        ffn = LocalityFeedForward(
+            dims, channel_attention=dict(type='SE', reduction=reduction))
+        return ffn.channel_attention.fc[0].out_features
+
+    assert squeeze('embed_dims//4') == 16  # LocalViT-Swin: 384 // 24
+    assert squeeze('embed_dims', dims=64) == 4  # LocalViT-PVT / TNT
+    assert squeeze(192) == 2
+    with pytest.raises(ValueError, match="'embed_dims//k'"):
+        squeeze('dims//4')
