@@ -23,9 +23,10 @@ def _numpy_globals():
     """The numpy reconstructors and dtypes that pickled arrays refer to."""
     multiarray = np._core.multiarray if hasattr(np, '_core') else \
         np.core.multiarray
+    # The scalar types, not their names: numpy 2 warns on deprecated name
+    # aliases such as 'a'.
     dtype_classes = [
-        type(np.dtype(name)) for name in np.sctypeDict
-        if isinstance(name, str)
+        type(np.dtype(scalar)) for scalar in set(np.sctypeDict.values())
     ]
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype
             ] + sorted(set(dtype_classes), key=str)
