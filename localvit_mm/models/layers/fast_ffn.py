@@ -231,8 +231,9 @@ def _kernels_for(x: torch.Tensor, *others: Optional[torch.Tensor]):
     """The compiled kernels when they cover ``x`` and the ``others`` (float32
     or float64 on the CPU, one dtype), else None. Never while
     ``torch.jit.trace`` records (it sees ATen ops only: FLOP counting,
-    export)."""
-    if torch.jit.is_tracing():
+    export) nor while ``torch.compile`` traces (an opaque extension call
+    would break its graph)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return None
     if x.device.type != 'cpu' or x.dtype not in (torch.float32,
                                                  torch.float64):
