@@ -5,6 +5,7 @@ import os
 import os.path as osp
 import signal
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,7 +112,7 @@ def tree_digest(folder):
     """Every file under folder with the hash of its bytes."""
     return {
         osp.relpath(osp.join(root, name), folder):
-        hashlib.sha256(open(osp.join(root, name), 'rb').read()).hexdigest()
+        hashlib.sha256(Path(root, name).read_bytes()).hexdigest()
         for root, _, names in os.walk(folder) for name in names
     }
 
@@ -144,7 +145,7 @@ def test_bad_inputs_fail_in_one_line_without_touching_work_dir(
     bad_scope = tmp_path / 'bad_scope.py'
     bad_scope.write_text("default_scope = 'mmfoo'\n")
     corrupt = tmp_path / 'corrupt.pth'
-    corrupt.write_bytes(open(used_work_dir / 'iter_4.pth', 'rb').read()[:100])
+    corrupt.write_bytes((used_work_dir / 'iter_4.pth').read_bytes()[:100])
     untrusted = tmp_path / 'untrusted.pth'
     from fractions import Fraction
     torch.save({'state_dict': {}, 'meta': Fraction(1, 3)}, untrusted)
