@@ -1,4 +1,5 @@
 """The model zoo (model-index.yml) points at real configs with exact sizes."""
+import glob
 import os.path as osp
 
 import pytest
@@ -21,8 +22,15 @@ def zoo_models():
 MODELS = zoo_models()
 
 
-def test_zoo_is_not_empty():
-    assert len(MODELS) >= 7
+def test_zoo_imports_every_metafile():
+    """Each configs/*/metafile.yml is imported once; names are unique."""
+    with open(osp.join(REPO, 'model-index.yml')) as f:
+        imports = yaml.safe_load(f)['Import']
+    assert sorted(imports) == sorted(
+        osp.relpath(path, REPO)
+        for path in glob.glob(osp.join(REPO, 'configs/*/metafile.yml')))
+    names = [m['Name'] for m in MODELS]
+    assert len(names) == len(set(names))
 
 
 @pytest.mark.parametrize('entry', MODELS, ids=[m['Name'] for m in MODELS])

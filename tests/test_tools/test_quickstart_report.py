@@ -3,6 +3,7 @@ import json
 import os.path as osp
 
 from conftest import REPO, run_tool
+from PIL import Image
 
 QUICKSTART = osp.join(REPO, 'configs/quickstart')
 
@@ -40,6 +41,8 @@ def test_report_table_json_and_curves(tmp_path, fashion_mnist):
     for row in rows:
         assert row['test_images'] == 128
         assert 0 <= row['top1'] <= 100
+        correct = row['top1'] * 128 / 100  # a whole number of images
+        assert abs(correct - round(correct)) < 1e-9
         assert row['img_per_s'] > 0
         assert [step for step, _ in row['curve']] == [2, 4]
     # Per block: locality FFN 312,196 parameters (fc1, fc2 without bias,
@@ -47,4 +50,5 @@ def test_report_table_json_and_curves(tmp_path, fashion_mnist):
     # the head count (4 vs 3) changes no parameter.
     assert rows[0]['params'] - rows[1]['params'] == 12 * (312196 - 296256)
     assert rows[0]['macs'] > rows[1]['macs']
-    assert out.stat().st_size > 10_000
+    with Image.open(out) as image:  # figsize (6, 4) at 120 dpi
+        assert (image.format, image.size) == ('PNG', (720, 480))

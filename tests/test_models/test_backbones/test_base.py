@@ -62,7 +62,7 @@ def test_block_builds_its_attention_from_the_config():
     assert isinstance(block.attn, SpatialReductionAttention)
     assert block.attn.q.bias is None and block.attn.sr.stride == (2, 2)
     assert isinstance(LocalViTBlock(16, 2).attn, Attention)
-    assert LocalViTBlock(16, 2).attn.qkv.bias is not None
+    assert LocalViTBlock(16, 2).attn.qkv.bias.shape == (3 * 16, )
     with pytest.raises(KeyError, match='NoSuchAttention'):
         build_attention(dict(type='NoSuchAttention'), 16, 2)
     with pytest.raises(ValueError, match='not divisible by num_heads 3'):

@@ -66,7 +66,7 @@ def test_arch_rows():
     assert tiny.blocks[0].ffn.channel_attention.fc[0].out_features == 4
     assert isinstance(tiny.blocks[0].ffn.act1, torch.nn.Hardswish)
     assert tiny.blocks[0].norm1.eps == 1e-6 and tiny.norm.eps == 1e-6
-    assert tiny.blocks[0].attn.qkv.bias is not None
+    assert tiny.blocks[0].attn.qkv.bias.shape == (3 * 192, )
     deit = LocalViT(arch='deit-tiny')
     assert deit.blocks[0].attn.num_heads == 3
     assert deit.locality_layers == ()
