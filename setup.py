@@ -1,6 +1,5 @@
 import os.path as osp
 import platform
-
 from setuptools import find_packages, setup
 
 
@@ -39,10 +38,13 @@ def extensions():
     args = ['-O3', '-fopenmp']
     if platform.machine() in ('x86_64', 'AMD64'):
         # ATen's AVX2 vectors; used only where torch reports AVX2 or better.
-        args += ['-mavx2', '-mfma', '-DCPU_CAPABILITY=AVX2',
-                 '-DCPU_CAPABILITY_AVX2']
-    ext = CppExtension('localvit_mm._ext', ['localvit_mm/ops/csrc/bn_act.cpp'],
-                       extra_compile_args=args, extra_link_args=['-fopenmp'])
+        args += [
+            '-mavx2', '-mfma', '-DCPU_CAPABILITY=AVX2', '-DCPU_CAPABILITY_AVX2'
+        ]
+    ext = CppExtension(
+        'localvit_mm._ext', ['localvit_mm/ops/csrc/bn_act.cpp'],
+        extra_compile_args=args,
+        extra_link_args=['-fopenmp'])
     return dict(ext_modules=[ext], cmdclass=dict(build_ext=BuildExtension))
 
 

@@ -15,13 +15,19 @@ def run_tool(*args, env=None, timeout=900):
     full_env['PATH'] = osp.dirname(sys.executable) + os.pathsep + \
         full_env.get('PATH', '')
     full_env['PYTHON'] = sys.executable
-    full_env['PYTHONPATH'] = os.pathsep.join(
-        [REPO, osp.join(REPO, 'tests', 'helpers'),
-         full_env.get('PYTHONPATH', '')])
+    full_env['PYTHONPATH'] = os.pathsep.join([
+        REPO,
+        osp.join(REPO, 'tests', 'helpers'),
+        full_env.get('PYTHONPATH', '')
+    ])
     full_env.update(env or {})
     cmd = [sys.executable, *args[1:]] if args[0] == 'python' else list(args)
     return subprocess.run(
-        cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
+        cmd,
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
         timeout=timeout)
 
 

@@ -10,13 +10,14 @@ import warnings
 # mmengine resolves 'pkg::' config paths with pkg_resources, which warns.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-from localvit_mm.utils import (  # noqa: E402
-    UserInputError, add_launch_args, check_checkpoint, check_data_roots,
-    load_config, parse_launch_args, register_safe_checkpoint_loader,
-    set_work_dir, setup_device)
+from localvit_mm.utils import (UserInputError, add_launch_args,
+                               check_checkpoint, check_data_roots, load_config,
+                               parse_launch_args,
+                               register_safe_checkpoint_loader, set_work_dir,
+                               setup_device)
 
 # Per scope: the metric that dumps the predictions.
 DUMP_METRIC = {
@@ -60,8 +61,8 @@ def merge_args(cfg, args):
             raise UserInputError(
                 f'--out {args.out!r} must name a .pkl or .pickle file')
         cfg.test_evaluator = [
-            *(cfg.test_evaluator if isinstance(cfg.test_evaluator, list)
-              else [cfg.test_evaluator]),
+            *(cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else
+              [cfg.test_evaluator]),
             dict(type=DUMP_METRIC[cfg.default_scope], out_file_path=args.out)
         ]
     if args.show_dir is not None:
@@ -76,8 +77,9 @@ def main():
     check_checkpoint(args.checkpoint)
     register_safe_checkpoint_loader()
     setup_device(cfg, args.launcher)
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    runner = (
+        Runner.from_cfg(cfg)
+        if 'runner_type' not in cfg else RUNNERS.build(cfg))
     runner.test()
 
 

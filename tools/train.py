@@ -14,13 +14,15 @@ import warnings
 # mmengine resolves 'pkg::' config paths with pkg_resources, which warns.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-from localvit_mm.utils import (  # noqa: E402
-    UserInputError, add_launch_args, check_checkpoint, check_data_roots,
-    latest_checkpoint, load_config, parse_launch_args,
-    register_safe_checkpoint_loader, set_work_dir, setup_device)
+from localvit_mm.utils import (UserInputError, add_launch_args,
+                               check_checkpoint, check_data_roots,
+                               latest_checkpoint, load_config,
+                               parse_launch_args,
+                               register_safe_checkpoint_loader, set_work_dir,
+                               setup_device)
 
 
 def parse_args():
@@ -78,8 +80,9 @@ def main():
         check_checkpoint(cfg.get('load_from'))
     register_safe_checkpoint_loader()
     setup_device(cfg, args.launcher, amp=args.amp)
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    runner = (
+        Runner.from_cfg(cfg)
+        if 'runner_type' not in cfg else RUNNERS.build(cfg))
     runner.train()
 
 

@@ -30,5 +30,4 @@ model = dict(
     neck=dict(in_channels=[64, 128, 320, 512]))
 
 optim_wrapper = dict(
-    optimizer=dict(
-        _delete_=True, type='AdamW', lr=2e-4, weight_decay=1e-4))
+    optimizer=dict(_delete_=True, type='AdamW', lr=2e-4, weight_decay=1e-4))

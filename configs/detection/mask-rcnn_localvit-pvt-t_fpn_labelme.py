@@ -28,8 +28,7 @@ model = dict(
             in_channels=channels, fc_out_channels=256, num_classes=6),
         mask_roi_extractor=dict(out_channels=channels),
         mask_head=dict(
-            in_channels=channels, conv_out_channels=channels,
-            num_classes=6)))
+            in_channels=channels, conv_out_channels=channels, num_classes=6)))
 
 dataset_type = 'CocoDataset'
 data_root = 'data/labelme_coco/'
@@ -86,7 +85,6 @@ optim_wrapper = dict(
 param_scheduler = []
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                    interval=max_iters))
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

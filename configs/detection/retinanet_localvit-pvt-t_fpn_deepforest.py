@@ -74,7 +74,8 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='CocoMetric', ann_file=data_root + 'annotations/val.json',
+    type='CocoMetric',
+    ann_file=data_root + 'annotations/val.json',
     metric='bbox')
 test_evaluator = val_evaluator
 
@@ -90,12 +91,14 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
     dict(
-        type='CosineAnnealingLR', by_epoch=False, begin=20, end=max_iters,
+        type='CosineAnnealingLR',
+        by_epoch=False,
+        begin=20,
+        end=max_iters,
         eta_min=1e-5)
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                    interval=max_iters))
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

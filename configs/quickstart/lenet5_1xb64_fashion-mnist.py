@@ -10,12 +10,12 @@ model = dict(
     backbone=dict(type='LeNet5', num_classes=10),
     neck=None,
     head=dict(
-        type='ClsHead',
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+        type='ClsHead', loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
 
 # LeNet-5 reads 32x32 images.
 resize = dict(type='Resize', scale=(32, 32))
-train_dataloader = dict(dataset=dict(pipeline=[resize, dict(type='PackInputs')]))
+train_dataloader = dict(
+    dataset=dict(pipeline=[resize, dict(type='PackInputs')]))
 val_dataloader = dict(dataset=dict(pipeline=[resize, dict(type='PackInputs')]))
 test_dataloader = val_dataloader
 

@@ -9,8 +9,7 @@ _base_ = [
 ]
 
 model = dict(
-    backbone=dict(
-        img_size=28, patch_size=4, in_channels=1, drop_path_rate=0.),
+    backbone=dict(img_size=28, patch_size=4, in_channels=1, drop_path_rate=0.),
     head=dict(num_classes=10),
     train_cfg=None)  # no mixup/cutmix in a few-minute run
 
@@ -34,7 +33,10 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, end=20),
     dict(
-        type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=20,
+        type='CosineAnnealingLR',
+        eta_min=1e-5,
+        by_epoch=False,
+        begin=20,
         end=max_iters)
 ]
 train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=75)
@@ -44,7 +46,9 @@ test_cfg = dict()
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=max_iters,
+        type='CheckpointHook',
+        by_epoch=False,
+        interval=max_iters,
         max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

@@ -88,12 +88,15 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=10),
     dict(
-        type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=10,
+        type='PolyLR',
+        power=0.9,
+        eta_min=1e-5,
+        by_epoch=False,
+        begin=10,
         end=max_iters)
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                    interval=max_iters),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters),
     visualization=dict(type='SegVisualizationHook', draw=False))
 randomness = dict(seed=0)

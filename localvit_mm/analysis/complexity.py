@@ -30,9 +30,9 @@ from mmengine.logging import MMLogger
 NORM_OPS = ('aten::batch_norm', 'aten::layer_norm', 'aten::group_norm',
             'aten::instance_norm')
 ELEMENTWISE_OPS = tuple(
-    f'aten::{op}{suffix}' for op in ('add', 'sub', 'mul', 'div', 'hardswish',
-                                     'hardsigmoid', 'hardtanh', 'relu', 'gelu',
-                                     'sigmoid', 'softmax', 'mean')
+    f'aten::{op}{suffix}'
+    for op in ('add', 'sub', 'mul', 'div', 'hardswish', 'hardsigmoid',
+               'hardtanh', 'relu', 'gelu', 'sigmoid', 'softmax', 'mean')
     for suffix in ('', '_')) + ('aten::upsample_bicubic2d', 'aten::rsqrt',
                                 'aten::neg', 'aten::empty_like')
 

@@ -19,7 +19,9 @@ class SavedTensorBytes(torch.autograd.graph.saved_tensors_hooks):
 
     def __init__(self, exclude: Optional[nn.Module] = None):
         self._params = set() if exclude is None else {
-            p.untyped_storage().data_ptr() for p in exclude.parameters()}
+            p.untyped_storage().data_ptr()
+            for p in exclude.parameters()
+        }
         self._storages = {}
         super().__init__(self._pack, lambda tensor: tensor)
 

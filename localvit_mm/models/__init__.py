@@ -1,7 +1,6 @@
 from ..registry import register_in_codebases
-from .backbones import *  # noqa: F401,F403
-from .deploy import (DeployMixin, has_deploy_mode,  # noqa: F401
-                     switch_to_deploy)
-from .layers import *  # noqa: F401,F403
+from .backbones import *
+from .deploy import DeployMixin, has_deploy_mode, switch_to_deploy
+from .layers import *
 
 register_in_codebases()

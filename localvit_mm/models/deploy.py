@@ -14,9 +14,11 @@ import torch.nn as nn
 
 def _convertible(model: nn.Module):
     """Submodules with their own ``switch_to_deploy`` (not the mixin's)."""
-    return [m for m in model.modules()
-            if callable(getattr(m, 'switch_to_deploy', None))
-            and not isinstance(m, DeployMixin)]
+    return [
+        m for m in model.modules()
+        if callable(getattr(m, 'switch_to_deploy', None))
+        and not isinstance(m, DeployMixin)
+    ]
 
 
 def has_deploy_mode(model: nn.Module) -> bool:

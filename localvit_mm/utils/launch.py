@@ -169,8 +169,8 @@ def setup_device(cfg: Config, launcher: str, amp: bool = False):
             f'launcher {launcher!r} is not supported on a CPU-only machine: '
             "use --launcher pytorch (tools/dist_train.sh) or 'slurm'")
     if not dist.is_initialized():
-        timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get(
-            'timeout', 1800)
+        timeout = cfg.get('env_cfg', {}).get('dist_cfg',
+                                             {}).get('timeout', 1800)
         dist.init_process_group('gloo', timeout=timedelta(seconds=timeout))
     if dist.get_rank() == 0:
         print(f'CPU-only machine: distributed over {dist.get_world_size()} '

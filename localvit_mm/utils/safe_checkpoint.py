@@ -29,7 +29,8 @@ def _numpy_globals():
         type(np.dtype(scalar)) for scalar in set(np.sctypeDict.values())
     ]
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype
-            ] + sorted(set(dtype_classes), key=str)
+            ] + sorted(
+                set(dtype_classes), key=str)
 
 
 def _history_buffer_method(owner, name):
@@ -54,14 +55,12 @@ def _unpickling_reason(message: str) -> str:
     """The informative line of torch's long weights-only error."""
     for line in message.splitlines():
         if 'Unsupported global' in line:
-            return line.split('Unsupported global: ')[-1].split(
-                ' was not')[0]
+            return line.split('Unsupported global: ')[-1].split(' was not')[0]
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line, following in zip(lines, lines[1:]):
         if line.endswith('WeightsUnpickler error:'):
             return following
     return lines[-1] if lines else 'unknown reason'
-
 
 
 def safe_load(filename: str, map_location=None):
@@ -75,7 +74,8 @@ def safe_load(filename: str, map_location=None):
     if not osp.isfile(filename):
         raise UserInputError(
             f'checkpoint {filename!r} not found: check the path (a training '
-            f"run's newest checkpoint is named in its work_dir/last_checkpoint)")
+            "run's newest checkpoint is named in its "
+            'work_dir/last_checkpoint)')
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(

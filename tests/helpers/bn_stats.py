@@ -12,8 +12,8 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
-                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape,
-                                                     generator=g))
+                m.weight.copy_(1 +
+                               0.3 * torch.randn(m.weight.shape, generator=g))
                 m.bias.normal_(0, 0.2, generator=g)
                 m.running_mean.normal_(0, 0.2, generator=g)
                 m.running_var.uniform_(0.5, 2., generator=g)

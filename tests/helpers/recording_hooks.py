@@ -18,7 +18,10 @@ class GlobalLossRecorderHook(Hook):
     def before_train(self, runner):
         self.losses = []
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         loss = outputs['loss'].detach().clone().double()
         all_reduce(loss, op='mean')
@@ -39,7 +42,10 @@ class KillAfterIterHook(Hook):
     def __init__(self, at_iter):
         self.at_iter = at_iter
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         if runner.iter + 1 == self.at_iter:
             os.kill(os.getpid(), signal.SIGKILL)

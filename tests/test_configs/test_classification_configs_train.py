@@ -27,8 +27,11 @@ def fashion_batch(fashion_mnist):
     from mmpretrain.datasets import FashionMNIST
     from mmpretrain.structures import DataSample
     dataset = FashionMNIST(
-        data_root=fashion_mnist, split='train', download=False,
-        pipeline=[dict(type='Resize', scale=(64, 64))], indices=8)
+        data_root=fashion_mnist,
+        split='train',
+        download=False,
+        pipeline=[dict(type='Resize', scale=(64, 64))],
+        indices=8)
     inputs, samples = [], []
     for i in range(len(dataset)):
         item = dataset[i]
@@ -47,8 +50,9 @@ def test_every_config_is_covered():
         if folder.startswith('localvit') and \
                 osp.isdir(osp.join(configs, folder)):
             for root, _, files in os.walk(osp.join(configs, folder)):
-                found += [osp.join(root, f) for f in files
-                          if f.endswith('.py')]
+                found += [
+                    osp.join(root, f) for f in files if f.endswith('.py')
+                ]
     assert CONFIGS == sorted(found)
 
 
@@ -70,6 +74,7 @@ def test_one_training_step(config, fashion_batch):
     # alone: that FFN acts on the image tokens only, so it gets no gradient.
     last_ffn = tuple(name + '.' for name, module in model.named_modules()
                      if isinstance(module, LocalityFeedForward))[-1:]
-    unmoved = [k for k, v in model.named_parameters()
-               if torch.equal(v, before[k])]
+    unmoved = [
+        k for k, v in model.named_parameters() if torch.equal(v, before[k])
+    ]
     assert all(k.startswith(last_ffn) for k in unmoved), unmoved

@@ -8,8 +8,8 @@ from conftest import REPO
 from mmengine.config import Config
 
 CONFIGS = sorted(
-    glob.glob(osp.join(REPO, 'configs', 'localvit', '**', '*.py'),
-              recursive=True))
+    glob.glob(
+        osp.join(REPO, 'configs', 'localvit', '**', '*.py'), recursive=True))
 TINY = osp.join(REPO, 'configs', 'localvit', 'localvit-tiny_8xb128_in1k.py')
 
 # Parameter counts (1000 classes) the paper tables give for the configs.
@@ -98,7 +98,9 @@ def test_paper_recipe():
     assert cfg.model.head.loss == dict(
         type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
     assert cfg.model.train_cfg.augments == [
-        dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]
+        dict(type='Mixup', alpha=0.8),
+        dict(type='CutMix', alpha=1.0)
+    ]
     assert cfg.train_dataloader.batch_size * 8 == \
         cfg.auto_scale_lr.base_batch_size == 1024
     assert cfg.train_cfg.max_epochs == 300
@@ -117,8 +119,8 @@ def test_paper_recipe():
     for t in cfg.train_pipeline + cfg.test_pipeline:
         TRANSFORMS.build(t)
     test = {t.type: t for t in cfg.test_pipeline}
-    assert (test['ResizeEdge'].scale, test['ResizeEdge'].interpolation) == (
-        256, 'bicubic')
+    assert (test['ResizeEdge'].scale,
+            test['ResizeEdge'].interpolation) == (256, 'bicubic')
     assert test['CenterCrop'].crop_size == 224
 
 
@@ -151,8 +153,7 @@ def test_optimizer_and_schedule():
     schedulers = [
         PARAM_SCHEDULERS.build(
             dict(s),
-            default_args=dict(
-                optimizer=wrapper, epoch_length=epoch_length))
+            default_args=dict(optimizer=wrapper, epoch_length=epoch_length))
         for s in cfg.param_scheduler
     ]
     lrs = []
@@ -175,8 +176,10 @@ def test_tiny_config_trains_one_step():
     model.init_weights()
     model.train()
     data = dict(
-        inputs=[torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-                for _ in range(4)],
+        inputs=[
+            torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+            for _ in range(4)
+        ],
         data_samples=[DataSample().set_gt_label(i) for i in (0, 1, 2, 999)])
     data = model.data_preprocessor(data, training=True)
     assert data['inputs'].shape == (4, 3, 32, 32)

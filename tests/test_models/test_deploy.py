@@ -64,15 +64,15 @@ def test_ffn_deploy_equals_eval(options, extra):
 
 
 def test_ffn_deploy_keys_and_refusals():
-    ffn = LocalityFeedForward(8, channel_attention=dict(type='SE',
-                                                        reduction=4))
+    ffn = LocalityFeedForward(
+        8, channel_attention=dict(type='SE', reduction=4))
     ffn.switch_to_deploy()
     ffn.switch_to_deploy()  # a second call changes nothing
     assert sorted(ffn.state_dict()) == [
         'channel_attention.fc.0.bias', 'channel_attention.fc.0.weight',
         'channel_attention.fc.2.bias', 'channel_attention.fc.2.weight',
-        'dw_conv.bias', 'dw_conv.weight', 'fc1.bias', 'fc1.weight',
-        'fc2.bias', 'fc2.weight'
+        'dw_conv.bias', 'dw_conv.weight', 'fc1.bias', 'fc1.weight', 'fc2.bias',
+        'fc2.weight'
     ]
     gn = LocalityFeedForward(8, norm_cfg=dict(type='GN', num_groups=4))
     with pytest.raises(ValueError, match='folds BatchNorm'):
@@ -82,15 +82,19 @@ def test_ffn_deploy_keys_and_refusals():
 def backbones_with_locality():
     """Every registered backbone class offering deploy mode, built with
     its defaults (future backbones on the shared FFN are tested too)."""
-    classes = sorted({cls for cls in MODELS.module_dict.values()
-                      if inspect.isclass(cls) and
-                      issubclass(cls, DeployMixin)}, key=lambda c: c.__name__)
+    classes = sorted(
+        {
+            cls
+            for cls in MODELS.module_dict.values()
+            if inspect.isclass(cls) and issubclass(cls, DeployMixin)
+        },
+        key=lambda c: c.__name__)
     assert {LocalViT, LocalViTPVT} <= set(classes)
     return classes
 
 
-@pytest.mark.parametrize('cls', backbones_with_locality(),
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    'cls', backbones_with_locality(), ids=lambda c: c.__name__)
 def test_every_backbone_deploys(cls):
     torch.manual_seed(0)
     model = cls()
@@ -110,13 +114,18 @@ def test_every_backbone_deploys(cls):
 
 @pytest.mark.parametrize('build', [
     lambda deploy: LocalViT(
-        arch='tiny-relu6-mlp6', locality_layers=[1, 3], out_type='featmap',
-        out_indices=(1, 3), ffn_cfg=dict(deploy=deploy)),
+        arch='tiny-relu6-mlp6',
+        locality_layers=[1, 3],
+        out_type='featmap',
+        out_indices=(1, 3),
+        ffn_cfg=dict(deploy=deploy)),
     lambda deploy: LocalViT(
         arch=dict(embed_dims=64, num_layers=2, num_heads=2, ffn_cfg=dict()),
         ffn_cfg=dict(with_dw_conv=False, deploy=deploy)),
     lambda deploy: LocalViTPVT(
-        arch='tiny', with_cls_token=True, out_type='cls_token',
+        arch='tiny',
+        with_cls_token=True,
+        out_type='cls_token',
         ffn_cfg=dict(deploy=deploy)),
 ])
 def test_deploy_config_knob_loads_deploy_weights(build):
@@ -158,8 +167,8 @@ def test_deploy_converter_script(tmp_path):
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     dst, cfg_path = str(tmp_path / 'deploy.pth'), str(tmp_path / 'deploy.py')
     result = run_tool('python', 'tools/model_converters/localvit_deploy.py',
-                      config, ckpt, dst, '--save-config', cfg_path,
-                      '--shape', '96', '128')
+                      config, ckpt, dst, '--save-config', cfg_path, '--shape',
+                      '96', '128')
     assert result.returncode == 0, result.stderr
     assert 'BatchNorms folded' in result.stdout
     state = safe_load(dst, map_location='cpu')
@@ -171,8 +180,8 @@ def test_deploy_converter_script(tmp_path):
     deployed.eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        assert relative_error(deployed(x, mode='tensor'),
-                              model(x, mode='tensor')) < 1e-5
+        assert relative_error(
+            deployed(x, mode='tensor'), model(x, mode='tensor')) < 1e-5
 
     deit = osp.join(REPO, 'configs', 'localvit', 'deit-tiny_8xb128_in1k.py')
     refused = run_tool('python', 'tools/model_converters/localvit_deploy.py',
@@ -184,11 +193,15 @@ def test_torch_compile_matches_eager():
     """The eval model compiles (inductor, CPU) and gives eager's outputs,
     in the regular (BN folded on the fly) and the deploy form."""
     torch.manual_seed(0)
-    model = randomize_bn(LocalViT(
-        arch=dict(embed_dims=32, num_layers=1, num_heads=2,
-                  ffn_cfg=dict(channel_attention=dict(type='SE',
-                                                      reduction=8))),
-        img_size=64, patch_size=8)).eval()
+    model = randomize_bn(
+        LocalViT(
+            arch=dict(
+                embed_dims=32,
+                num_layers=1,
+                num_heads=2,
+                ffn_cfg=dict(channel_attention=dict(type='SE', reduction=8))),
+            img_size=64,
+            patch_size=8)).eval()
     deployed = switch_to_deploy(copy.deepcopy(model))
     x = torch.randn(2, 3, 64, 64)
     torch._dynamo.reset()

@@ -81,9 +81,8 @@ def test_classification_pair_table_and_json(tmp_path):
     deit = write(tmp_path, 'tiny-deit.py', DEIT)
     out = str(tmp_path / 'bench.json')
     result = run_tool('python', TOOL, deit, localvit, '--batch-size', '2',
-                      '--shape', '32', '32', '--repeats', '2', '--warmup',
-                      '1', '--train', '--deploy', '--threads', '1',
-                      '--json', out)
+                      '--shape', '32', '32', '--repeats', '2', '--warmup', '1',
+                      '--train', '--deploy', '--threads', '1', '--json', out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert '| tiny-localvit [deploy] |' in result.stdout
     assert 'matmul peak' in result.stdout
@@ -97,8 +96,8 @@ def test_classification_pair_table_and_json(tmp_path):
     assert settings['matmul_peak']['dtype'] == 'float32'
     peak = settings['matmul_peak']
     assert len(peak['times_ms']) == 2 and peak['size'] == 2048
-    assert peak['gflops'] == pytest.approx(
-        2 * 2048**3 / median(peak['times_ms']) / 1e6)
+    assert peak['gflops'] == pytest.approx(2 * 2048**3 /
+                                           median(peak['times_ms']) / 1e6)
     assert len(settings['load_average_start']) == 3
 
     names = [m['name'] for m in report['models']]
@@ -111,8 +110,8 @@ def test_classification_pair_table_and_json(tmp_path):
     # a block on 17 tokens 227,392, head 320; the locality FFN runs on the
     # 16 image tokens only and adds 12,288 per block.
     assert [m['params'] for m in report['models']] == [32554, 39930, 39354]
-    assert [m['macs_per_image'] for m in report['models']] == [
-        553408, 577984, 577984]
+    assert [m['macs_per_image']
+            for m in report['models']] == [553408, 577984, 577984]
     assert deit_r['inference_ratio'] == 1.0 and deit_r['train_ratio'] == 1.0
     assert deit_r['peak_train_memory_ratio'] == 1.0
     for record in report['models']:
@@ -142,9 +141,9 @@ def test_classification_pair_table_and_json(tmp_path):
 def test_detection_scope_and_padded_shape(tmp_path):
     detector = write(tmp_path, 'tiny-retinanet.py', RETINANET)
     out = str(tmp_path / 'det.json')
-    result = run_tool('python', TOOL, detector, '--batch-size', '1',
-                      '--shape', '60', '70', '--repeats', '1', '--warmup',
-                      '0', '--json', out)
+    result = run_tool('python', TOOL, detector, '--batch-size', '1', '--shape',
+                      '60', '70', '--repeats', '1', '--warmup', '0', '--json',
+                      out)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out) as f:
         record = json.load(f)['models'][0]
@@ -157,8 +156,8 @@ def test_segmentation_runs_at_the_crop_size(tmp_path):
     segmentor = write(tmp_path, 'tiny-semfpn.py', SEMFPN)
     out = str(tmp_path / 'seg.json')
     result = run_tool('python', TOOL, segmentor, '--batch-size', '2',
-                      '--repeats', '1', '--warmup', '0', '--train',
-                      '--json', out)
+                      '--repeats', '1', '--warmup', '0', '--train', '--json',
+                      out)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out) as f:
         record = json.load(f)['models'][0]

@@ -14,7 +14,9 @@ def test_attention_matmuls_are_counted():
     attn = Attention(48, num_heads=4)
     with paper_flop_handles():
         info = get_model_complexity_info(
-            attn, inputs=(torch.randn(1, 10, 48), ), show_table=False,
+            attn,
+            inputs=(torch.randn(1, 10, 48), ),
+            show_table=False,
             show_arch=False)
     # qkv + proj Linear layers, then q @ k^T and attn @ v.
     linear = 10 * 48 * 144 + 10 * 48 * 48
@@ -33,7 +35,9 @@ def test_paper_macs(config, macs, params):
     assert (info['flops'], info['params']) == (macs, params)
     # The paper: LocalViT-T 1.266G, DeiT-T 1.254G.
     assert round(info['flops'] / 1e9, 3) == {
-        'localvit-tiny': 1.266, 'deit-tiny': 1.254}[config]
+        'localvit-tiny': 1.266,
+        'deit-tiny': 1.254
+    }[config]
     # Norms are left out unless asked for: BN and LN add about 0.5-1%.
     with_norms = model_complexity(model, count_norms=True)['flops']
     assert macs < with_norms < 1.01 * macs

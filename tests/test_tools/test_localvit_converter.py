@@ -16,8 +16,8 @@ TINY = osp.join(CONFIGS, 'localvit-tiny_8xb128_in1k.py')
 
 
 def load_converter():
-    spec = importlib.util.spec_from_file_location(
-        'localvit_converter', osp.join(REPO, SCRIPT))
+    spec = importlib.util.spec_from_file_location('localvit_converter',
+                                                  osp.join(REPO, SCRIPT))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -124,13 +124,15 @@ def test_arch_detected_without_config(tiny_release, tmp_path):
     } | {'head.fc.weight', 'head.fc.bias'}
 
 
-@pytest.mark.parametrize('kwargs,arch', [
-    (dict(arch='tiny-se4'), 'tiny-se4'),
-    (dict(arch='deit-tiny'), 'deit-tiny'),
-    (dict(arch='tiny-relu6-mlp6'), 'tiny-relu6-mlp6'),
-    # h-swish without SE is no arch row: it needs a config.
-    (dict(arch='tiny', ffn_cfg=dict(channel_attention=None)), None),
-])
+@pytest.mark.parametrize(
+    'kwargs,arch',
+    [
+        (dict(arch='tiny-se4'), 'tiny-se4'),
+        (dict(arch='deit-tiny'), 'deit-tiny'),
+        (dict(arch='tiny-relu6-mlp6'), 'tiny-relu6-mlp6'),
+        # h-swish without SE is no arch row: it needs a config.
+        (dict(arch='tiny', ffn_cfg=dict(channel_attention=None)), None),
+    ])
 def test_arch_detection(kwargs, arch):
     converter = load_converter()
     with torch.device('meta'):
@@ -165,8 +167,7 @@ def test_no_arch_match_asks_for_config(tmp_path):
 def test_wrong_variant_is_refused(tiny_release, tmp_path):
     se4 = osp.join(CONFIGS, 'localvit-tiny-se4_8xb128_in1k.py')
     dst = str(tmp_path / 'out.pth')
-    result = run_tool('python', SCRIPT, tiny_release[0], dst, '--config',
-                      se4)
+    result = run_tool('python', SCRIPT, tiny_release[0], dst, '--config', se4)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f'cannot convert {tiny_release[0]} with {se4}: shape (checkpoint vs '
@@ -177,28 +178,32 @@ def test_wrong_variant_is_refused(tiny_release, tmp_path):
     assert not osp.exists(dst)
 
     deit = osp.join(CONFIGS, 'deit-tiny_8xb128_in1k.py')
-    with pytest.raises(SystemExit, match=r'^cannot convert .* with .*deit-'
-                       r"tiny_8xb128_in1k.py: missing: \['backbone.blocks.0"
-                       r".mlp.fc1.bias'"):
+    with pytest.raises(
+            SystemExit,
+            match=r'^cannot convert .* with .*deit-'
+            r"tiny_8xb128_in1k.py: missing: \['backbone.blocks.0"
+            r".mlp.fc1.bias'"):
         load_converter().main([tiny_release[0], dst, '--config', deit])
 
 
 def test_unsafe_pickle_is_refused(tmp_path):
     src = str(tmp_path / 'unsafe.pth')
     torch.save(dict(model={}, args=datetime.date(2021, 4, 7)), src)
-    with pytest.raises(SystemExit, match=r'^.*unsafe.pth: refusing to '
-                       r'unpickle objects other than tensors and '
-                       r'argparse.Namespace \(.*\)$'):
+    with pytest.raises(
+            SystemExit,
+            match=r'^.*unsafe.pth: refusing to '
+            r'unpickle objects other than tensors and '
+            r'argparse.Namespace \(.*\)$'):
         load_converter().load_official(src)
 
 
 def test_ema_weights(tmp_path):
     converter = load_converter()
     src = str(tmp_path / 'ema.pth')
-    torch.save(dict(model={'a': torch.zeros(1)},
-                    model_ema={'a': torch.ones(1)}), src)
-    assert torch.equal(converter.load_official(src, ema=True)['a'],
-                       torch.ones(1))
+    torch.save(
+        dict(model={'a': torch.zeros(1)}, model_ema={'a': torch.ones(1)}), src)
+    assert torch.equal(
+        converter.load_official(src, ema=True)['a'], torch.ones(1))
     torch.save(dict(model={'a': torch.zeros(1)}), src)
     with pytest.raises(SystemExit, match='holds no "model_ema" weights'):
         converter.load_official(src, ema=True)

@@ -12,13 +12,13 @@ from localvit_mm.models import LocalViTPVT
 SCRIPT = 'tools/model_converters/localvit_to_mmpretrain.py'
 CONFIG = osp.join(REPO, 'configs', 'localvit_pvt_t.py')
 # The official LocalViT-PVT FFN: conv, BN, act, dw conv, BN, act, SE, conv, BN
-OFFICIAL_INDEX = dict(fc1=0, norm1=1, dw_conv=3, norm2=4, channel_attention=6,
-                      fc2=7, norm3=8)
+OFFICIAL_INDEX = dict(
+    fc1=0, norm1=1, dw_conv=3, norm2=4, channel_attention=6, fc2=7, norm3=8)
 
 
 def load_converter():
-    spec = importlib.util.spec_from_file_location(
-        'localvit_converter', osp.join(REPO, SCRIPT))
+    spec = importlib.util.spec_from_file_location('localvit_converter',
+                                                  osp.join(REPO, SCRIPT))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -27,8 +27,8 @@ def load_converter():
 def random_classifier(arch='tiny', seed=0):
     """A classification LocalViT-PVT with random weights and BN statistics."""
     torch.manual_seed(seed)
-    model = LocalViTPVT(arch, with_cls_token=True, out_type='cls_token',
-                        out_indices=3)
+    model = LocalViTPVT(
+        arch, with_cls_token=True, out_type='cls_token', out_indices=3)
     model.init_weights()
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -96,16 +96,17 @@ def test_script_converts_a_release_file_for_detection(tmp_path):
     model, head = random_classifier()
     src, dst = tmp_path / 'localvit_pvt.pth', tmp_path / 'converted.pth'
     torch.save(
-        dict(model=official_layout(model, head),
-             args=argparse.Namespace(model='localvit_pvt_tiny')), src)
-    result = run_tool('python', SCRIPT, str(src), str(dst), '--config',
-                      CONFIG)
+        dict(
+            model=official_layout(model, head),
+            args=argparse.Namespace(model='localvit_pvt_tiny')), src)
+    result = run_tool('python', SCRIPT, str(src), str(dst), '--config', CONFIG)
     assert result.returncode == 0, result.stderr
     assert 'LocalViTPVT' in result.stdout and 'tiny' in result.stdout
     dense = LocalViTPVT(
-        'tiny', pretrain_img_size=512,
-        init_cfg=dict(type='Pretrained', checkpoint=str(dst),
-                      prefix='backbone.'))
+        'tiny',
+        pretrain_img_size=512,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(dst), prefix='backbone.'))
     dense.init_weights()
     torch.testing.assert_close(dense.block2[1].ffn.fc2.weight,
                                model.block2[1].ffn.fc2.weight)

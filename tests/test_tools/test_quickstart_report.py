@@ -10,16 +10,16 @@ QUICKSTART = osp.join(REPO, 'configs/quickstart')
 
 def short_quickstart_run(tmp_path, model):
     config = tmp_path / f'{model}.py'
-    config.write_text(
-        f"_base_ = [{osp.join(QUICKSTART, model + '_2xb32_fashion-mnist.py')!r}]\n"
-        "train_dataloader = dict(batch_size=8, num_workers=0,\n"
-        "                        persistent_workers=False)\n"
-        "val_dataloader = dict(batch_size=64, num_workers=0,\n"
-        "                      persistent_workers=False,\n"
-        "                      dataset=dict(indices=64))\n"
-        "test_dataloader = val_dataloader\n"
-        "train_cfg = dict(max_iters=4, val_interval=2)\n"
-        "default_hooks = dict(checkpoint=dict(interval=4))\n")
+    base = osp.join(QUICKSTART, model + '_2xb32_fashion-mnist.py')
+    config.write_text(f'_base_ = [{base!r}]\n'
+                      "train_dataloader = dict(batch_size=8, num_workers=0,\n"
+                      "                        persistent_workers=False)\n"
+                      "val_dataloader = dict(batch_size=64, num_workers=0,\n"
+                      "                      persistent_workers=False,\n"
+                      "                      dataset=dict(indices=64))\n"
+                      "test_dataloader = val_dataloader\n"
+                      "train_cfg = dict(max_iters=4, val_interval=2)\n"
+                      "default_hooks = dict(checkpoint=dict(interval=4))\n")
     work_dir = tmp_path / model
     result = run_tool('python', 'tools/train.py', str(config), '--work-dir',
                       str(work_dir))
@@ -28,8 +28,10 @@ def short_quickstart_run(tmp_path, model):
 
 
 def test_report_table_json_and_curves(tmp_path, fashion_mnist):
-    runs = [short_quickstart_run(tmp_path, m)
-            for m in ('localvit-tiny', 'deit-tiny')]
+    runs = [
+        short_quickstart_run(tmp_path, m)
+        for m in ('localvit-tiny', 'deit-tiny')
+    ]
     out, table = tmp_path / 'curves.png', tmp_path / 'report.json'
     result = run_tool('python', 'tools/analysis_tools/quickstart_report.py',
                       *runs, '--out', str(out), '--json', str(table),

@@ -24,7 +24,8 @@ def write_config(tmp_path, name, body):
 
 def short_run(tmp_path, name, batch_size, max_iters, extra=''):
     """Iteration-based, deterministic, 64 images, no validation."""
-    return write_config(tmp_path, name, f"""
+    return write_config(
+        tmp_path, name, f"""
         custom_imports = dict(imports=['recording_hooks'])
         custom_hooks = [dict(type='GlobalLossRecorderHook')]
         train_dataloader = dict(
@@ -66,8 +67,14 @@ def test_dist_train_two_cpu_processes_match_one(tmp_path, fashion_mnist):
     result = run_tool('python', 'tools/train.py', one, '--work-dir',
                       str(tmp_path / 'one'))
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_tool('bash', 'tools/dist_train.sh', two, '2', '--work-dir',
-                      str(tmp_path / 'two'), env={'PORT': '29517'})
+    result = run_tool(
+        'bash',
+        'tools/dist_train.sh',
+        two,
+        '2',
+        '--work-dir',
+        str(tmp_path / 'two'),
+        env={'PORT': '29517'})
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'gloo' in result.stdout + result.stderr
     losses_one = json.loads((tmp_path / 'one' / 'losses.json').read_text())
@@ -81,7 +88,10 @@ def test_dist_train_two_cpu_processes_match_one(tmp_path, fashion_mnist):
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, fashion_mnist):
     full = short_run(tmp_path, 'full.py', batch_size=16, max_iters=8)
     killed = short_run(
-        tmp_path, 'killed.py', batch_size=16, max_iters=8,
+        tmp_path,
+        'killed.py',
+        batch_size=16,
+        max_iters=8,
         extra="custom_hooks = [dict(type='KillAfterIterHook', at_iter=5)]")
     result = run_tool('python', 'tools/train.py', full, '--work-dir',
                       str(tmp_path / 'full'))
@@ -113,7 +123,8 @@ def tree_digest(folder):
     return {
         osp.relpath(osp.join(root, name), folder):
         hashlib.sha256(Path(root, name).read_bytes()).hexdigest()
-        for root, _, names in os.walk(folder) for name in names
+        for root, _, names in os.walk(folder)
+        for name in names
     }
 
 
@@ -183,14 +194,29 @@ def test_slurm_train_on_cpu_tasks(tmp_path, fashion_mnist):
     config = short_run(tmp_path, 'cfg.py', batch_size=8, max_iters=2)
     record = tmp_path / 'srun_args'
     result = run_tool(
-        'bash', 'tools/slurm_train.sh', 'cpu', 'lenet', config, '--work-dir',
+        'bash',
+        'tools/slurm_train.sh',
+        'cpu',
+        'lenet',
+        config,
+        '--work-dir',
         str(tmp_path / 'run'),
         env={
-            'PATH': osp.join(REPO, 'tests/helpers/fake_slurm') + os.pathsep +
+            'PATH':
+            osp.join(REPO, 'tests/helpers/fake_slurm') + os.pathsep +
             os.environ['PATH'],
-            'GPUS': '2', 'GPUS_PER_NODE': '2', 'GRES': '',
-            'SRUN_RECORD': str(record), 'MASTER_ADDR': '127.0.0.1',
-            'MASTER_PORT': '29519'
+            'GPUS':
+            '2',
+            'GPUS_PER_NODE':
+            '2',
+            'GRES':
+            '',
+            'SRUN_RECORD':
+            str(record),
+            'MASTER_ADDR':
+            '127.0.0.1',
+            'MASTER_PORT':
+            '29519'
         })
     assert result.returncode == 0, result.stderr[-3000:]
     args = record.read_text().split()
@@ -203,15 +229,25 @@ def test_slurm_train_on_cpu_tasks(tmp_path, fashion_mnist):
 
 def test_test_tool_dumps_predictions(tmp_path, fashion_mnist):
     config = short_run(
-        tmp_path, 'cfg.py', batch_size=16, max_iters=4,
+        tmp_path,
+        'cfg.py',
+        batch_size=16,
+        max_iters=4,
         extra="test_dataloader = dict(dataset=dict(indices=32))")
     result = run_tool('python', 'tools/train.py', config, '--work-dir',
                       str(tmp_path / 'run'))
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / 'preds.pkl'
     result = run_tool(
-        'bash', 'tools/dist_test.sh', config, str(tmp_path / 'run/iter_4.pth'),
-        '2', '--work-dir', str(tmp_path / 'test'), '--out', str(out),
+        'bash',
+        'tools/dist_test.sh',
+        config,
+        str(tmp_path / 'run/iter_4.pth'),
+        '2',
+        '--work-dir',
+        str(tmp_path / 'test'),
+        '--out',
+        str(out),
         env={'PORT': '29518'})
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'accuracy/top1' in result.stdout + result.stderr

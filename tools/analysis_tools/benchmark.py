@@ -48,16 +48,15 @@ import warnings
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-import torch  # noqa: E402
-from mmengine.logging import MMLogger  # noqa: E402
-from mmengine.model import revert_sync_batchnorm  # noqa: E402
+import torch
+from mmengine.logging import MMLogger
+from mmengine.model import revert_sync_batchnorm
 
-from localvit_mm.analysis import (SavedTensorBytes,  # noqa: E402
-                                  model_complexity)
-from localvit_mm.models import has_deploy_mode, switch_to_deploy  # noqa: E402
-from localvit_mm.models.build import (build_model_from_config,  # noqa: E402
-                                     flatten_tensors, forward_tensors)
-from localvit_mm.utils import load_config  # noqa: E402
+from localvit_mm.analysis import SavedTensorBytes, model_complexity
+from localvit_mm.models import has_deploy_mode, switch_to_deploy
+from localvit_mm.models.build import (build_model_from_config, flatten_tensors,
+                                      forward_tensors)
+from localvit_mm.utils import load_config
 
 DETECTION_SHAPE = (800, 1333)
 DEFAULT_SHAPE = (224, 224)
@@ -73,29 +72,40 @@ def parse_args(argv=None):
     parser.add_argument('configs', nargs='+', help='config files')
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument(
-        '--shape', type=int, nargs=2, metavar=('H', 'W'),
+        '--shape',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
         help='input size (default: the crop size of mmseg configs, 800 1333 '
         "for mmdet configs, 224 224 otherwise), rounded up to the config's "
         'pad/size divisor')
-    parser.add_argument('--repeats', type=int, default=10,
-                        help='timed rounds over all models')
-    parser.add_argument('--warmup', type=int, default=2,
-                        help='untimed rounds first')
+    parser.add_argument(
+        '--repeats', type=int, default=10, help='timed rounds over all models')
+    parser.add_argument(
+        '--warmup', type=int, default=2, help='untimed rounds first')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--amp', choices=sorted(AMP_DTYPES),
-                        help='autocast type (GPU only)')
-    parser.add_argument('--train', action='store_true',
-                        help='also time training steps and measure memory')
-    parser.add_argument('--deploy', action='store_true',
-                        help='also time the switch_to_deploy() models')
-    parser.add_argument('--threads', type=int,
-                        help='torch CPU threads (default: torch default)')
-    parser.add_argument('--matmul-size', type=int,
-                        help='side of the square matmul of the peak '
-                        '(default 2048 on the CPU, 8192 on a GPU)')
+    parser.add_argument(
+        '--amp', choices=sorted(AMP_DTYPES), help='autocast type (GPU only)')
+    parser.add_argument(
+        '--train',
+        action='store_true',
+        help='also time training steps and measure memory')
+    parser.add_argument(
+        '--deploy',
+        action='store_true',
+        help='also time the switch_to_deploy() models')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        help='torch CPU threads (default: torch default)')
+    parser.add_argument(
+        '--matmul-size',
+        type=int,
+        help='side of the square matmul of the peak '
+        '(default 2048 on the CPU, 8192 on a GPU)')
     parser.add_argument('--json', help='write the results here')
-    parser.add_argument('--memory-probe', action='store_true',
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--memory-probe', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.amp and args.device != 'cuda':
         parser.error('--amp needs --device cuda')
@@ -145,20 +155,19 @@ def synthetic_loss(outputs):
 class Case:
     """One model under test with its input and optimizer."""
 
-    def __init__(self, name, config, model, scope, shape, args,
-                 deploy=False):
+    def __init__(self, name, config, model, scope, shape, args, deploy=False):
         self.name, self.config, self.scope = name, config, scope
         self.model, self.shape, self.deploy = model, shape, deploy
         self.device = torch.device(args.device)
         self.amp = AMP_DTYPES.get(args.amp)
-        self.inputs = torch.randn(args.batch_size, 3, *shape,
-                                  device=self.device)
+        self.inputs = torch.randn(
+            args.batch_size, 3, *shape, device=self.device)
         self.optimizer = None
         self.times = dict(inference=[], train=[])
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp,
-                              enabled=self.amp is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.amp, enabled=self.amp is not None)
 
     def infer(self):
         self.model.eval()
@@ -187,12 +196,12 @@ class MatmulPeak:
 
     def __init__(self, args):
         self.device = torch.device(args.device)
-        self.dtype = (AMP_DTYPES.get(args.amp, torch.bfloat16)
-                      if args.device == 'cuda' else torch.float32)
-        self.n = args.matmul_size or (8192 if args.device == 'cuda' else
-                                      2048)
-        self.a = torch.randn(self.n, self.n, device=self.device,
-                             dtype=self.dtype)
+        self.dtype = (
+            AMP_DTYPES.get(args.amp, torch.bfloat16)
+            if args.device == 'cuda' else torch.float32)
+        self.n = args.matmul_size or (8192 if args.device == 'cuda' else 2048)
+        self.a = torch.randn(
+            self.n, self.n, device=self.device, dtype=self.dtype)
         self.b = torch.randn_like(self.a)
         self.times = []
 
@@ -239,8 +248,8 @@ def memory_probe(args):
     """(In a fresh process) peak memory growth of one training step."""
     model, scope, preprocessor = build_model(args.configs[0])
     shape = input_shape(args, scope, preprocessor)
-    case = Case('probe', args.configs[0], model.to(args.device), scope,
-                shape, args)
+    case = Case('probe', args.configs[0], model.to(args.device), scope, shape,
+                args)
     if case.device.type == 'cuda':
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
@@ -268,8 +277,11 @@ def memory_probe(args):
 
 def probe_memory(config, args):
     """Run :func:`memory_probe` for ``config`` in a fresh interpreter."""
-    cmd = [sys.executable, osp.abspath(__file__), config, '--memory-probe',
-           '--batch-size', str(args.batch_size), '--device', args.device]
+    cmd = [
+        sys.executable,
+        osp.abspath(__file__), config, '--memory-probe', '--batch-size',
+        str(args.batch_size), '--device', args.device
+    ]
     if args.shape:
         cmd += ['--shape', *map(str, args.shape)]
     if args.amp:
@@ -310,8 +322,14 @@ def build_cases(args):
             variants.append((name + ' [deploy]', deployed, True))
         for label, variant, deploy in variants:
             macs, params = complexity(variant, shape)
-            case = Case(label, config, variant.to(args.device), scope, shape,
-                        args, deploy=deploy)
+            case = Case(
+                label,
+                config,
+                variant.to(args.device),
+                scope,
+                shape,
+                args,
+                deploy=deploy)
             case.index, case.macs, case.params = index, macs, params
             cases.append(case)
     return cases
@@ -333,11 +351,16 @@ def summarize(cases, peak, args, load_start, memory):
         infer = median_ms(case.times['inference'])
         img_s = args.batch_size / infer * 1e3
         record = dict(
-            name=case.name, config=case.config, scope=case.scope,
-            deploy=case.deploy, shape=list(case.shape),
-            batch_size=args.batch_size, params=case.params,
+            name=case.name,
+            config=case.config,
+            scope=case.scope,
+            deploy=case.deploy,
+            shape=list(case.shape),
+            batch_size=args.batch_size,
+            params=case.params,
             macs_per_image=macs,
-            inference_latency_ms=infer, inference_img_per_s=img_s,
+            inference_latency_ms=infer,
+            inference_img_per_s=img_s,
             inference_ratio=base_infer / infer,
             achieved_gflops=2 * macs * img_s / 1e9,
             fraction_of_matmul_peak=2 * macs * img_s / 1e9 / peak_gflops,
@@ -362,17 +385,28 @@ def summarize(cases, peak, args, load_start, memory):
                 memory_method=mem['method'])
         records.append(record)
     settings = dict(
-        batch_size=args.batch_size, repeats=args.repeats,
-        warmup=args.warmup, device=args.device, amp=args.amp,
-        threads=torch.get_num_threads(), torch=torch.__version__,
-        interleaved=True, statistic='median',
-        cpu_count=os.cpu_count(), load_average_start=load_start,
-        environment={k: v for k, v in os.environ.items()
-                     if k in ENV_KEYS or k.startswith('MALLOC_')},
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        amp=args.amp,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        interleaved=True,
+        statistic='median',
+        cpu_count=os.cpu_count(),
+        load_average_start=load_start,
+        environment={
+            k: v
+            for k, v in os.environ.items()
+            if k in ENV_KEYS or k.startswith('MALLOC_')
+        },
         load_average_end=list(os.getloadavg()),
-        matmul_peak=dict(size=peak.n, dtype=str(peak.dtype).split('.')[-1],
-                         gflops=peak_gflops,
-                         times_ms=[t * 1e3 for t in peak.times]))
+        matmul_peak=dict(
+            size=peak.n,
+            dtype=str(peak.dtype).split('.')[-1],
+            gflops=peak_gflops,
+            times_ms=[t * 1e3 for t in peak.times]))
     return dict(settings=settings, models=records)
 
 
@@ -381,31 +415,37 @@ def format_table(result) -> str:
     models = result['models']
     train = any('train_step_ms' in m for m in models)
     memory = any('peak_train_memory_mb' in m for m in models)
-    head = ['model', 'shape', 'img/s', 'latency ms', 'ratio', 'GFLOP/s',
-            '% peak']
+    head = [
+        'model', 'shape', 'img/s', 'latency ms', 'ratio', 'GFLOP/s', '% peak'
+    ]
     if train:
         head += ['train step ms', 'train ratio']
     if memory:
         head += ['peak mem MB', 'mem ratio', 'saved act. MB', 'act. ratio']
     rows = []
     for m in models:
-        row = [m['name'], 'x'.join(map(str, m['shape'])),
-               f"{m['inference_img_per_s']:.1f}",
-               f"{m['inference_latency_ms']:.0f}",
-               f"{m['inference_ratio']:.2f}", f"{m['achieved_gflops']:.1f}",
-               f"{100 * m['fraction_of_matmul_peak']:.0f}%"]
+        row = [
+            m['name'], 'x'.join(map(str, m['shape'])),
+            f"{m['inference_img_per_s']:.1f}",
+            f"{m['inference_latency_ms']:.0f}", f"{m['inference_ratio']:.2f}",
+            f"{m['achieved_gflops']:.1f}",
+            f"{100 * m['fraction_of_matmul_peak']:.0f}%"
+        ]
         if train:
             row += ([f"{m['train_step_ms']:.0f}", f"{m['train_ratio']:.2f}"]
                     if 'train_step_ms' in m else ['-', '-'])
         if memory:
-            row += ([f"{m['peak_train_memory_mb']:.0f}",
-                     f"{m['peak_train_memory_ratio']:.2f}",
-                     f"{m['saved_activations_mb']:.0f}",
-                     f"{m['saved_activations_ratio']:.2f}"]
-                    if 'peak_train_memory_mb' in m else ['-'] * 4)
+            row += ([
+                f"{m['peak_train_memory_mb']:.0f}",
+                f"{m['peak_train_memory_ratio']:.2f}",
+                f"{m['saved_activations_mb']:.0f}",
+                f"{m['saved_activations_ratio']:.2f}"
+            ] if 'peak_train_memory_mb' in m else ['-'] * 4)
         rows.append(row)
-    lines = ['| ' + ' | '.join(head) + ' |',
-             '|' + '|'.join('---' for _ in head) + '|']
+    lines = [
+        '| ' + ' | '.join(head) + ' |',
+        '|' + '|'.join('---' for _ in head) + '|'
+    ]
     lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
     s = result['settings']
     peak = s['matmul_peak']

@@ -17,10 +17,15 @@ def main(argv: Optional[List[str]] = None):
         description='Count the MACs and parameters of a model.')
     parser.add_argument('config', help='config file')
     parser.add_argument(
-        '--shape', type=int, nargs=2, default=[224, 224],
-        metavar=('H', 'W'), help='input size (default 224 224)')
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[224, 224],
+        metavar=('H', 'W'),
+        help='input size (default 224 224)')
     parser.add_argument(
-        '--count-norms', action='store_true',
+        '--count-norms',
+        action='store_true',
         help='count BatchNorm/LayerNorm too (not done in the paper)')
     parser.add_argument(
         '--show-table', action='store_true', help='per-module table')

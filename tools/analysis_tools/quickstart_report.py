@@ -18,11 +18,11 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 # mmpretrain's MNIST reader wraps a read-only numpy buffer; it never writes.
 warnings.filterwarnings('ignore', message='The given NumPy array is not')
 
-import torch  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+import torch
+from mmengine.runner import Runner
 
-from localvit_mm.analysis import model_complexity  # noqa: E402
-from localvit_mm.utils import (latest_checkpoint, load_config,  # noqa: E402
+from localvit_mm.analysis import model_complexity
+from localvit_mm.utils import (latest_checkpoint, load_config,
                                register_safe_checkpoint_loader)
 
 
@@ -34,7 +34,8 @@ def read_run(work_dir):
         raise SystemExit(f'error: {work_dir} holds no finished run (config '
                          'dump and last_checkpoint): train it first')
     curve = []
-    for path in sorted(glob.glob(osp.join(work_dir, '*/vis_data/scalars.json'))):
+    for path in sorted(
+            glob.glob(osp.join(work_dir, '*/vis_data/scalars.json'))):
         with open(path) as f:
             for line in f:
                 record = json.loads(line)
@@ -77,10 +78,13 @@ def main():
     parser.add_argument('--out', help='PNG of the validation curves')
     parser.add_argument('--json', help='write the table as JSON too')
     parser.add_argument(
-        '--max-test-images', type=int,
+        '--max-test-images',
+        type=int,
         help='evaluate on the first N test images only (quick checks)')
     parser.add_argument(
-        '--speed-batch', type=int, default=256,
+        '--speed-batch',
+        type=int,
+        default=256,
         help='batch size of the img/s measurement (default 256)')
     args = parser.parse_args()
 
@@ -101,8 +105,8 @@ def main():
                 top1=top1,
                 test_images=num_images,
                 params=sum(p.numel() for p in model.parameters()),
-                macs=model_complexity(
-                    model, shape[1:], in_channels=shape[0])['flops'],
+                macs=model_complexity(model, shape[1:],
+                                      in_channels=shape[0])['flops'],
                 img_per_s=images_per_second(model, shape, args.speed_batch),
                 curve=curve))
 

@@ -20,7 +20,6 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 from PIL import Image
-
 from pypi_data import REPO, extract, fetch
 
 SOURCES = {  # image stem -> split
@@ -35,9 +34,10 @@ CLASSES = ('tree', )
 def read_voc(path):
     """Boxes (x1, y1, x2, y2) of a VOC XML file."""
     root = ET.parse(path).getroot()
-    return [[float(obj.find(f'bndbox/{k}').text)
-             for k in ('xmin', 'ymin', 'xmax', 'ymax')]
-            for obj in root.iter('object')]
+    return [[
+        float(obj.find(f'bndbox/{k}').text)
+        for k in ('xmin', 'ymin', 'xmax', 'ymax')
+    ] for obj in root.iter('object')]
 
 
 def tile_origins(size, tile):
@@ -69,8 +69,9 @@ def main():
     parser.add_argument('--min-visible', type=float, default=0.5)
     args = parser.parse_args()
     ann_dir = osp.join(args.out, 'annotations')
-    if all(osp.exists(osp.join(ann_dir, f'{s}.json'))
-           for s in ('train', 'val')):
+    if all(
+            osp.exists(osp.join(ann_dir, f'{s}.json'))
+            for s in ('train', 'val')):
         print(f'[deepforest] ready in {args.out}')
         return
 
@@ -80,9 +81,16 @@ def main():
         extract(wheel, 'deepforest/data', src)
         img_dir = osp.join(args.out, 'images')
         os.makedirs(img_dir, exist_ok=True)
-        coco = {split: dict(images=[], annotations=[], categories=[
-            dict(id=i + 1, name=n) for i, n in enumerate(CLASSES)])
-            for split in ('train', 'val')}
+        coco = {
+            split:
+            dict(
+                images=[],
+                annotations=[],
+                categories=[
+                    dict(id=i + 1, name=n) for i, n in enumerate(CLASSES)
+                ])
+            for split in ('train', 'val')
+        }
         for stem, split in SOURCES.items():
             image = Image.open(osp.join(src, f'{stem}.png')).convert('RGB')
             boxes = read_voc(osp.join(src, f'{stem}.xml'))
@@ -91,20 +99,24 @@ def main():
                 for x0 in tile_origins(width, args.tile):
                     tw, th = min(args.tile, width), min(args.tile, height)
                     name = f'{stem}_{x0}_{y0}.png'
-                    image.crop((x0, y0, x0 + tw, y0 + th)).save(
-                        osp.join(img_dir, name))
+                    image.crop((x0, y0, x0 + tw,
+                                y0 + th)).save(osp.join(img_dir, name))
                     images, anns = coco[split]['images'], coco[split][
                         'annotations']
                     image_id = len(images) + 1
-                    images.append(dict(id=image_id, file_name=name,
-                                       width=tw, height=th))
-                    for x1, y1, x2, y2 in clip_boxes(
-                            boxes, x0, y0, args.tile, args.min_visible):
+                    images.append(
+                        dict(id=image_id, file_name=name, width=tw, height=th))
+                    for x1, y1, x2, y2 in clip_boxes(boxes, x0, y0, args.tile,
+                                                     args.min_visible):
                         w, h = x2 - x1, y2 - y1
-                        anns.append(dict(
-                            id=len(anns) + 1, image_id=image_id,
-                            category_id=1, bbox=[x1, y1, w, h], area=w * h,
-                            iscrowd=0))
+                        anns.append(
+                            dict(
+                                id=len(anns) + 1,
+                                image_id=image_id,
+                                category_id=1,
+                                bbox=[x1, y1, w, h],
+                                area=w * h,
+                                iscrowd=0))
         os.makedirs(ann_dir, exist_ok=True)
         for split, data in coco.items():
             tmp = osp.join(ann_dir, f'{split}.json.tmp')

@@ -25,14 +25,13 @@ import tempfile
 
 import numpy as np
 from PIL import Image
-
 from pypi_data import REPO, extract, fetch
 
 EXAMPLES = 'labelme-6.3.1/examples/'
-VOC_NAMES = ('_background_', 'aeroplane', 'bicycle', 'bird', 'boat',
-             'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
-             'dog', 'horse', 'motorbike', 'person', 'potted plant', 'sheep',
-             'sofa', 'train', 'tv/monitor')
+VOC_NAMES = ('_background_', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle',
+             'bus', 'car', 'cat', 'chair', 'cow', 'diningtable', 'dog',
+             'horse', 'motorbike', 'person', 'potted plant', 'sheep', 'sofa',
+             'train', 'tv/monitor')
 STREET_NAMES = ('_background_', 'car', 'track')
 SEG_CLASSES = ('background', 'person', 'bottle', 'chair', 'sofa', 'bus', 'car',
                'track')
@@ -103,10 +102,11 @@ def prepare_seg(sdist, out):
                 mask = np.asarray(
                     Image.open(osp.join(src, 'ann', stem + '.png')))
                 for sub in ('img_dir', 'ann_dir'):
-                    os.makedirs(osp.join(out, sub, split + '.tmp'),
-                                exist_ok=True)
-                shutil.copy(osp.join(src, 'img', name),
-                            osp.join(out, 'img_dir', split + '.tmp', name))
+                    os.makedirs(
+                        osp.join(out, sub, split + '.tmp'), exist_ok=True)
+                shutil.copy(
+                    osp.join(src, 'img', name),
+                    osp.join(out, 'img_dir', split + '.tmp', name))
                 Image.fromarray(lut[mask]).save(
                     osp.join(out, 'ann_dir', split + '.tmp', stem + '.png'))
         for sub in ('img_dir', 'ann_dir'):

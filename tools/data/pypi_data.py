@@ -23,8 +23,10 @@ def fetch(name: str, version: str, sdist: bool = False) -> str:
     if found:
         return found[0]
     os.makedirs(DOWNLOADS, exist_ok=True)
-    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '-q',
-           '-d', DOWNLOADS, f'{name}=={version}']
+    cmd = [
+        sys.executable, '-m', 'pip', 'download', '--no-deps', '-q', '-d',
+        DOWNLOADS, f'{name}=={version}'
+    ]
     cmd += ['--no-binary', name] if sdist else ['--only-binary', ':all:']
     result = subprocess.run(cmd, capture_output=True, text=True)
     found = glob.glob(osp.join(DOWNLOADS, pattern))
@@ -54,7 +56,8 @@ def extract(archive: str, folder: str, dst: str) -> list:
             for info in tf.getmembers():
                 if info.isfile() and wanted(info.name):
                     names.append(
-                        _write(dst, info.name, tf.extractfile(info).read()))
+                        _write(dst, info.name,
+                               tf.extractfile(info).read()))
     return sorted(names)
 
 

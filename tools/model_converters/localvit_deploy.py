@@ -22,8 +22,8 @@ from typing import List, Optional
 import torch
 
 from localvit_mm.models import has_deploy_mode, switch_to_deploy
-from localvit_mm.models.build import (build_model_from_config,
-                                     flatten_tensors, forward_tensors)
+from localvit_mm.models.build import (build_model_from_config, flatten_tensors,
+                                      forward_tensors)
 from localvit_mm.utils import load_config, safe_load
 
 KNOB = 'model.backbone.ffn_cfg.deploy'
@@ -58,11 +58,15 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument('config', help='config the checkpoint belongs to')
     parser.add_argument('checkpoint', help='trained checkpoint')
     parser.add_argument('dst', help='output deploy checkpoint')
-    parser.add_argument('--save-config',
-                        help='also write the deploy config here')
-    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224],
-                        metavar=('H', 'W'),
-                        help='input size of the check (default 224 224)')
+    parser.add_argument(
+        '--save-config', help='also write the deploy config here')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[224, 224],
+        metavar=('H', 'W'),
+        help='input size of the check (default 224 224)')
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config)
@@ -73,10 +77,9 @@ def main(argv: Optional[List[str]] = None):
     state_dict = state_dict_of(safe_load(args.checkpoint, map_location='cpu'))
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
-        raise SystemExit(
-            f'{args.checkpoint} does not fit {args.config}: '
-            f'missing {sorted(missing)[:5]}, unexpected '
-            f'{sorted(unexpected)[:5]}')
+        raise SystemExit(f'{args.checkpoint} does not fit {args.config}: '
+                         f'missing {sorted(missing)[:5]}, unexpected '
+                         f'{sorted(unexpected)[:5]}')
     model.eval()
     inputs = torch.randn(2, 3, *args.shape)
     with torch.no_grad():
@@ -94,9 +97,13 @@ def main(argv: Optional[List[str]] = None):
         raise SystemExit(f'deploy model differs from the eval model by a '
                          f'relative {error:.2e}; nothing written')
     torch.save(
-        dict(state_dict=model.state_dict(),
-             meta=dict(source=args.checkpoint, config=args.config,
-                       deploy=True, cfg_options={KNOB: True})), args.dst)
+        dict(
+            state_dict=model.state_dict(),
+            meta=dict(
+                source=args.checkpoint,
+                config=args.config,
+                deploy=True,
+                cfg_options={KNOB: True})), args.dst)
     print(f'{args.checkpoint} -> {args.dst}: BatchNorms folded, largest '
           f'relative difference to eval mode {error:.1e}')
     if args.save_config:

@@ -263,7 +263,8 @@ def describe_localvit_pvt(weights: Weights) -> str:
     """Stage channels, depths and FFN kind of a PVT-layout checkpoint."""
     dims = [weights[f'pos_embed{s}'].shape[-1] for s in range(1, 5)]
     depths = [
-        len({k.split('.')[1] for k in weights if k.startswith(f'block{s}.')})
+        len({k.split('.')[1]
+             for k in weights if k.startswith(f'block{s}.')})
         for s in range(1, 5)
     ]
     local = 'block1.0.conv.conv.0.weight' in weights
@@ -284,7 +285,8 @@ def localvit_pvt_arch(converted: Weights) -> Optional[str]:
     for name in LocalViTPVT.arch_zoo:
         with torch.device('meta'):
             model = LocalViTPVT(
-                arch=name, with_cls_token='cls_token' in shapes,
+                arch=name,
+                with_cls_token='cls_token' in shapes,
                 final_norm='norm.weight' in shapes)
         expected = {
             k: None if k.startswith('pos_embed') else v.shape
@@ -633,15 +635,13 @@ def check_config(config: str, state_dict: Weights) -> Optional[object]:
     model_dict = get_model(cfg, device='cpu').state_dict()
     missing = sorted(set(model_dict) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(model_dict))
-    shapes = sorted(
-        f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
-        for k, v in model_dict.items()
-        if k in state_dict and state_dict[k].shape != v.shape)
+    shapes = sorted(f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+                    for k, v in model_dict.items()
+                    if k in state_dict and state_dict[k].shape != v.shape)
     problems = [
         f'{label}: {items[:3]}{" ..." if len(items) > 3 else ""}'
         for label, items in (('missing', missing), ('unexpected', unexpected),
-                             ('shape (checkpoint vs config)', shapes))
-        if items
+                             ('shape (checkpoint vs config)', shapes)) if items
     ]
     if problems:
         raise ValueError('; '.join(problems))
@@ -652,11 +652,13 @@ def check_config(config: str, state_dict: Weights) -> Optional[object]:
 def main(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(
         description='Convert an official LocalViT checkpoint to mmpretrain.')
-    parser.add_argument('src', help='official release file, e.g. '
-                        'localvit_t.pth')
+    parser.add_argument(
+        'src', help='official release file, e.g. '
+        'localvit_t.pth')
     parser.add_argument('dst', help='output checkpoint')
     parser.add_argument(
-        '--config', help='config the checkpoint is meant for; refused when '
+        '--config',
+        help='config the checkpoint is meant for; refused when '
         'its model does not hold exactly the converted weights')
     parser.add_argument(
         '--ema', action='store_true', help='take "model_ema", not "model"')

@@ -4,5 +4,4 @@ _base_ = '../localvit-tiny_8xb128_in1k.py'
 model = dict(
     backbone=dict(
         ffn_cfg=dict(
-            mlp_ratio=2,
-            channel_attention=dict(type='SE', reduction=96))))
+            mlp_ratio=2, channel_attention=dict(type='SE', reduction=96))))

@@ -4,5 +4,4 @@ _base_ = '../localvit-tiny_8xb128_in1k.py'
 model = dict(
     backbone=dict(
         ffn_cfg=dict(
-            mlp_ratio=3,
-            channel_attention=dict(type='SE', reduction=144))))
+            mlp_ratio=3, channel_attention=dict(type='SE', reduction=144))))

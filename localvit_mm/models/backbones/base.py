@@ -141,8 +141,8 @@ class LocalViTBackbone(DeployMixin, BaseModule):
         return block(x, *args)
 
     def frozen_parts(
-        self, num_frozen: int
-    ) -> Tuple[List[nn.Module], List[nn.Parameter]]:
+            self,
+            num_frozen: int) -> Tuple[List[nn.Module], List[nn.Parameter]]:
         """Modules and loose parameters of the first ``num_frozen`` stages
         (``num_frozen >= 0``)."""
         raise NotImplementedError

@@ -98,21 +98,55 @@ class LocalViT(LocalViTBackbone):
     """
 
     arch_zoo = {
-        'tiny': dict(embed_dims=192, num_layers=12, num_heads=4, mlp_ratio=4,
-                     ffn_cfg=se_ffn(192)),
-        'tiny-se4': dict(embed_dims=192, num_layers=12, num_heads=4,
-                         mlp_ratio=4, ffn_cfg=se_ffn(4)),
-        'small': dict(embed_dims=384, num_layers=12, num_heads=8, mlp_ratio=4,
-                      ffn_cfg=se_ffn(384)),
-        'base': dict(embed_dims=768, num_layers=12, num_heads=16, mlp_ratio=4,
-                     ffn_cfg=se_ffn(768)),
-        'tiny-relu6-mlp6': dict(
-            embed_dims=192, num_layers=12, num_heads=4, mlp_ratio=6,
+        'tiny':
+        dict(
+            embed_dims=192,
+            num_layers=12,
+            num_heads=4,
+            mlp_ratio=4,
+            ffn_cfg=se_ffn(192)),
+        'tiny-se4':
+        dict(
+            embed_dims=192,
+            num_layers=12,
+            num_heads=4,
+            mlp_ratio=4,
+            ffn_cfg=se_ffn(4)),
+        'small':
+        dict(
+            embed_dims=384,
+            num_layers=12,
+            num_heads=8,
+            mlp_ratio=4,
+            ffn_cfg=se_ffn(384)),
+        'base':
+        dict(
+            embed_dims=768,
+            num_layers=12,
+            num_heads=16,
+            mlp_ratio=4,
+            ffn_cfg=se_ffn(768)),
+        'tiny-relu6-mlp6':
+        dict(
+            embed_dims=192,
+            num_layers=12,
+            num_heads=4,
+            mlp_ratio=6,
             ffn_cfg=dict(act_cfg=dict(type='ReLU6'), channel_attention=None)),
-        'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3,
-                          mlp_ratio=4, ffn_cfg=None),
-        'deit-small': dict(embed_dims=384, num_layers=12, num_heads=6,
-                           mlp_ratio=4, ffn_cfg=None),
+        'deit-tiny':
+        dict(
+            embed_dims=192,
+            num_layers=12,
+            num_heads=3,
+            mlp_ratio=4,
+            ffn_cfg=None),
+        'deit-small':
+        dict(
+            embed_dims=384,
+            num_layers=12,
+            num_heads=6,
+            mlp_ratio=4,
+            ffn_cfg=None),
     }
 
     def __init__(self,
@@ -155,8 +189,7 @@ class LocalViT(LocalViTBackbone):
 
         img_size = (img_size, ) * 2 if isinstance(img_size, int) else img_size
         self.patch_resolution = tuple(s // patch_size for s in img_size)
-        self.patch_embed = PatchEmbed(in_channels, self.embed_dims,
-                                      patch_size)
+        self.patch_embed = PatchEmbed(in_channels, self.embed_dims, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(
             1, 1, self.embed_dims)) if with_cls_token else None
         num_positions = math.prod(self.patch_resolution) + \

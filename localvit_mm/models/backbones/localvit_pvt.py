@@ -25,7 +25,9 @@ _PVT = dict(
     mlp_ratios=[8, 8, 4, 4],
     sr_ratios=[8, 4, 2, 1])
 _DEPTHS = dict(
-    tiny=[2, 2, 2, 2], small=[3, 4, 6, 3], medium=[3, 4, 18, 3],
+    tiny=[2, 2, 2, 2],
+    small=[3, 4, 6, 3],
+    medium=[3, 4, 18, 3],
     large=[3, 8, 27, 3])
 # LocalViT-PVT's FFN: h-swish, SE with reduction = stage channels (the
 # squeeze keeps mlp_ratio channels).
@@ -95,10 +97,14 @@ class LocalViTPVT(LocalViTBackbone):
             Defaults to None.
     """
     arch_zoo = {
-        **{name: dict(_PVT, num_layers=depths, ffn_cfg=_SE)
-           for name, depths in _DEPTHS.items()},
-        **{f'pvt-{name}': dict(_PVT, num_layers=depths, ffn_cfg=None)
-           for name, depths in _DEPTHS.items()},
+        **{
+            name: dict(_PVT, num_layers=depths, ffn_cfg=_SE)
+            for name, depths in _DEPTHS.items()
+        },
+        **{
+            f'pvt-{name}': dict(_PVT, num_layers=depths, ffn_cfg=None)
+            for name, depths in _DEPTHS.items()
+        },
     }
     OUT_TYPES = ('featmap', 'cls_token')
 
@@ -153,30 +159,37 @@ class LocalViTPVT(LocalViTBackbone):
         total = sum(self.num_layers)  # linear 0 -> rate (works on meta)
         dpr = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.pos_shapes, stride, channels = [], 1, in_channels
-        for i, (dims, depth) in enumerate(zip(self.embed_dims,
-                                              self.num_layers)):
+        for i, (dims,
+                depth) in enumerate(zip(self.embed_dims, self.num_layers)):
             s = i + 1
             stride *= patch_sizes[i]
             self.pos_shapes.append(
                 tuple(math.ceil(x / stride) for x in pretrain_img_size))
             num_pos = math.prod(self.pos_shapes[i]) + (
                 with_cls_token and s == self.num_stages)
-            setattr(self, f'patch_embed{s}',
-                    PatchEmbed(channels, dims, patch_sizes[i], norm_eps=1e-5,
-                               pad=True))
+            setattr(
+                self, f'patch_embed{s}',
+                PatchEmbed(
+                    channels, dims, patch_sizes[i], norm_eps=1e-5, pad=True))
             setattr(self, f'pos_embed{s}',
                     nn.Parameter(torch.zeros(1, num_pos, dims)))
             start = sum(self.num_layers[:i])
-            setattr(self, f'block{s}', nn.ModuleList([
-                LocalViTBlock(
-                    dims, cfg['num_heads'][i], cfg['mlp_ratios'][i],
-                    attn_cfg=dict(type='SpatialReductionAttention',
-                                  qkv_bias=qkv_bias,
-                                  sr_ratio=cfg['sr_ratios'][i]),
-                    drop_path_rate=dpr[start + j],
-                    with_locality=with_locality, ffn_cfg=stage_ffn,
-                    norm_eps=1e-6) for j in range(depth)
-            ]))
+            setattr(
+                self, f'block{s}',
+                nn.ModuleList([
+                    LocalViTBlock(
+                        dims,
+                        cfg['num_heads'][i],
+                        cfg['mlp_ratios'][i],
+                        attn_cfg=dict(
+                            type='SpatialReductionAttention',
+                            qkv_bias=qkv_bias,
+                            sr_ratio=cfg['sr_ratios'][i]),
+                        drop_path_rate=dpr[start + j],
+                        with_locality=with_locality,
+                        ffn_cfg=stage_ffn,
+                        norm_eps=1e-6) for j in range(depth)
+                ]))
             channels = dims
         self.pos_drop = nn.Dropout(drop_rate)
         if with_cls_token:
@@ -193,14 +206,18 @@ class LocalViTPVT(LocalViTBackbone):
             cfg = self.parse_arch(arch, ())
         else:
             cfg = dict(dict(_PVT, ffn_cfg=_SE), **arch)
-        overrides = dict(num_layers=num_layers, num_heads=num_heads,
-                         mlp_ratios=mlp_ratios, sr_ratios=sr_ratios)
+        overrides = dict(
+            num_layers=num_layers,
+            num_heads=num_heads,
+            mlp_ratios=mlp_ratios,
+            sr_ratios=sr_ratios)
         cfg.update({k: v for k, v in overrides.items() if v is not None})
         if embed_dims is not None:
             cfg['embed_dims'] = embed_dims
         if isinstance(cfg['embed_dims'], int):  # mmdet: dims = base * heads
-            cfg['embed_dims'] = [cfg['embed_dims'] * h
-                                 for h in cfg['num_heads']]
+            cfg['embed_dims'] = [
+                cfg['embed_dims'] * h for h in cfg['num_heads']
+            ]
         keys = ('embed_dims', 'num_layers', 'num_heads', 'mlp_ratios',
                 'sr_ratios')
         if len({len(cfg[k]) for k in keys}) != 1:
@@ -246,14 +263,16 @@ class LocalViTPVT(LocalViTBackbone):
         ckpt_has_cls = cls_key in state_dict
         if ckpt_has_cls and not self.with_cls_token:
             del state_dict[cls_key]
-            print_log(f'{type(self).__name__}: dropped the class token of '
-                      'the checkpoint (this model has none)', 'current')
+            print_log(
+                f'{type(self).__name__}: dropped the class token of '
+                'the checkpoint (this model has none)', 'current')
         for i in range(self.num_stages):
             last = i == self.num_stages - 1
-            load_pos_embed(
-                state_dict, f'{prefix}pos_embed{i + 1}', self.pos_shapes[i],
-                int(self.with_cls_token and last), self.interpolate_mode,
-                1 if last and ckpt_has_cls else None)
+            load_pos_embed(state_dict,
+                           f'{prefix}pos_embed{i + 1}', self.pos_shapes[i],
+                           int(self.with_cls_token
+                               and last), self.interpolate_mode,
+                           1 if last and ckpt_has_cls else None)
 
     def frozen_parts(self, num_frozen: int):
         """Patch embedding, position embedding and blocks of the first
@@ -261,8 +280,10 @@ class LocalViTPVT(LocalViTBackbone):
         last."""
         modules, params = [], []
         for s in range(1, min(num_frozen, self.num_stages) + 1):
-            modules += [getattr(self, f'patch_embed{s}'),
-                        getattr(self, f'block{s}')]
+            modules += [
+                getattr(self, f'patch_embed{s}'),
+                getattr(self, f'block{s}')
+            ]
             params.append(getattr(self, f'pos_embed{s}'))
             if s == self.num_stages:
                 if self.final_norm:

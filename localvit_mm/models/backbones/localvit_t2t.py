@@ -349,8 +349,8 @@ class LocalViTT2T(LocalViTBackbone):
                 self.embed_dims,
                 settings['num_heads'],
                 mlp_ratio=mlp_ratio,
-                attn_cfg=dict(type='Attention', qkv_bias=False,
-                              qk_scale=qk_scale),
+                attn_cfg=dict(
+                    type='Attention', qkv_bias=False, qk_scale=qk_scale),
                 drop_path_rate=drop_path_rate * i /
                 max(self.num_layers - 1, 1),
                 with_locality=with_locality,

@@ -47,8 +47,11 @@ class Attention(nn.Module):
             with ``256 ** -0.5``). Defaults to None.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int,
-                 qkv_bias: bool = True, qk_scale: Optional[float] = None):
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None):
         super().__init__()
         check_heads(embed_dims, num_heads)
         self.num_heads = num_heads
@@ -58,8 +61,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, hw_shape: Sequence[int] = None):
         q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
-        return self.proj(merge_heads(
-            F.scaled_dot_product_attention(q, k, v, scale=self.qk_scale)))
+        return self.proj(
+            merge_heads(
+                F.scaled_dot_product_attention(q, k, v, scale=self.qk_scale)))
 
 
 @ATTENTIONS.register_module()
@@ -76,8 +80,11 @@ class SpatialReductionAttention(nn.Module):
             1e-5). Defaults to 1e-5.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int,
-                 qkv_bias: bool = True, sr_ratio: int = 1,
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 qkv_bias: bool = True,
+                 sr_ratio: int = 1,
                  norm_eps: float = 1e-5):
         super().__init__()
         check_heads(embed_dims, num_heads)

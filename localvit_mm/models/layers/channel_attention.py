@@ -1,4 +1,5 @@
-"""Channel attention of the locality feed-forward: SE and ECA (paper Table 2)."""
+"""Channel attention of the locality feed-forward: SE and ECA (paper
+Table 2)."""
 import math
 
 import torch

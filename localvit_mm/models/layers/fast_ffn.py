@@ -44,8 +44,12 @@ from localvit_mm.ops import cpu_kernels
 aten = torch.ops.aten
 
 # Activation module types -> code of the fused kernels.
-ACTIVATIONS = {nn.Hardswish: 'hswish', HSwish: 'hswish', nn.ReLU6: 'relu6',
-               nn.ReLU: 'relu'}
+ACTIVATIONS = {
+    nn.Hardswish: 'hswish',
+    HSwish: 'hswish',
+    nn.ReLU6: 'relu6',
+    nn.ReLU: 'relu'
+}
 # Activation code -> its number in the compiled kernels.
 KERNEL_CODES = dict(hswish=0, relu6=1, relu=2)
 
@@ -107,8 +111,7 @@ def activation_backward(grad: torch.Tensor, x: torch.Tensor,
     if code == 'hswish':  # no true out= kernel: a copy would cost a pass
         return aten.hardswish_backward(grad, x)
     if code == 'relu6':
-        return aten.hardtanh_backward.grad_input(grad, x, 0., 6.,
-                                                 grad_input=x)
+        return aten.hardtanh_backward.grad_input(grad, x, 0., 6., grad_input=x)
     return aten.threshold_backward.grad_input(grad, x, 0., grad_input=x)
 
 
@@ -135,8 +138,8 @@ def is_batch_stat_bn(norm: nn.Module) -> bool:
     SyncBN in a distributed run is left out: its statistics need the other
     processes, which only its own forward gathers.
     """
-    if not isinstance(norm, _BatchNorm) or not (norm.training or
-                                                norm.running_mean is None):
+    if not isinstance(norm, _BatchNorm) or not (norm.training
+                                                or norm.running_mean is None):
         return False
     if isinstance(norm, nn.SyncBatchNorm):
         return not (torch.distributed.is_available()
@@ -160,11 +163,15 @@ def _bn_args(norm: _BatchNorm):
     statistics forward; running stats only when they are tracked."""
     track = norm.training and norm.track_running_stats
     return (norm.weight, norm.bias, norm.running_mean if track else None,
-            norm.running_var if track else None, _bn_momentum(norm),
-            norm.eps)
+            norm.running_var if track else None, _bn_momentum(norm), norm.eps)
 
 
-def _batch_stats(kernels, x, running_mean, running_var, momentum, eps,
+def _batch_stats(kernels,
+                 x,
+                 running_mean,
+                 running_var,
+                 momentum,
+                 eps,
                  stats=None):
     """(mean, invstd) of the batch statistics of (M, C) rows ``x`` (one
     kernel pass, or ``stats``, their (mean, biased var) when summed
@@ -177,15 +184,23 @@ def _batch_stats(kernels, x, running_mean, running_var, momentum, eps,
     return mean, torch.rsqrt(var + eps)
 
 
-def _bn_act(x, code, weight, bias, running_mean, running_var, momentum,
-            eps, stats=None):
+def _bn_act(x,
+            code,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+            stats=None):
     """act(BN(x)) of (M, C) rows with batch statistics (``stats``: their
     (mean, biased var) when already summed), the running statistics updated
     as ``_BatchNorm`` does; returns (y, mean, invstd)."""
     kernels = _kernels_for(x, weight, running_mean)
     if kernels is None or x.shape[0] < 2:
-        y, mean, invstd = aten.native_batch_norm(
-            x, weight, bias, running_mean, running_var, True, momentum, eps)
+        y, mean, invstd = aten.native_batch_norm(x, weight, bias, running_mean,
+                                                 running_var, True, momentum,
+                                                 eps)
         return activate(y, code, inplace=True), mean, invstd
     # One pass for the statistics (unless summed already), one for y.
     mean, invstd = _batch_stats(kernels, x, running_mean, running_var,
@@ -206,8 +221,11 @@ def _bn_act_dwconv(x, code, shape, weight, bias, running_mean, running_var,
         y, mean, invstd = _bn_act(x, code, weight, bias, running_mean,
                                   running_var, momentum, eps)
         k = conv_w.shape[-1]
-        t = F.conv2d(_lattice(y, shape), conv_w.to(y.dtype), padding=k // 2,
-                     groups=conv_w.shape[0])
+        t = F.conv2d(
+            _lattice(y, shape),
+            conv_w.to(y.dtype),
+            padding=k // 2,
+            groups=conv_w.shape[0])
         return _rows(t), mean, invstd, None
     mean, invstd = _batch_stats(kernels, x, running_mean, running_var,
                                 momentum, eps)
@@ -235,8 +253,7 @@ def _kernels_for(x: torch.Tensor, *others: Optional[torch.Tensor]):
     would break its graph)."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return None
-    if x.device.type != 'cpu' or x.dtype not in (torch.float32,
-                                                 torch.float64):
+    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64):
         return None
     if any(t is not None and t.dtype != x.dtype for t in others):
         return None
@@ -255,8 +272,18 @@ def _recompute_act(x, scale, shift, code, out=None):
     return activate(y, code, inplace=True)
 
 
-def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
-                     needs, out=None, pooled_grad=None):
+def _bn_act_backward(grad,
+                     x,
+                     weight,
+                     mean,
+                     invstd,
+                     eps,
+                     scale,
+                     shift,
+                     code,
+                     needs,
+                     out=None,
+                     pooled_grad=None):
     """Back through act(BN(x)) with BN's output recomputed from ``x``.
 
     The input gradient goes into ``out`` when given (a free buffer of
@@ -270,18 +297,23 @@ def _bn_act_backward(grad, x, weight, mean, invstd, eps, scale, shift, code,
     if kernels is not None and needs[0]:  # two passes
         if out is None or out.dtype != x.dtype:
             out = torch.empty_like(x)
-        sums = kernels.bn_act_backward(
-            grad, x, scale.to(x.dtype), shift.to(x.dtype), mean, invstd,
-            weight, pooled_grad, KERNEL_CODES[code], out)
+        sums = kernels.bn_act_backward(grad, x, scale.to(x.dtype),
+                                       shift.to(x.dtype), mean, invstd, weight,
+                                       pooled_grad, KERNEL_CODES[code], out)
         return (out, *_affine_grads(weight, invstd, *sums[:2], needs[1:]))
     if pooled_grad is not None:
         grad = (grad.view(len(pooled_grad), -1, grad.shape[1]) +
                 pooled_grad.to(x.dtype)[:, None]).view(grad.shape)
-    y = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype),
-                      out=None if out is grad else out)
+    y = torch.addcmul(
+        shift.to(x.dtype),
+        x,
+        scale.to(x.dtype),
+        out=None if out is grad else out)
     grad = activation_backward(grad, y, code)
-    mask = [needs[0], weight is not None and needs[1],
-            weight is not None and needs[2]]
+    mask = [
+        needs[0], weight is not None and needs[1], weight is not None
+        and needs[2]
+    ]
     if not any(mask):
         return None, None, None
     return aten.native_batch_norm_backward(grad, x, weight, None, None, mean,
@@ -387,15 +419,14 @@ class NormActConv(torch.autograd.Function):
         ctx.with_conv = conv_w is not None
         t = None
         if conv_w is None:
-            y, mean1, invstd1 = _bn_act(x, code, w1, b1, rm1, rv1, mom1,
-                                        eps1)
+            y, mean1, invstd1 = _bn_act(x, code, w1, b1, rm1, rv1, mom1, eps1)
             scale, shift = _affine(mean1, invstd1, w1, b1)
             ctx.save_for_backward(x, w1, mean1, invstd1, scale, shift)
         else:
             t, mean1, invstd1, t_stats = _bn_act_dwconv(
                 x, code, shape, w1, b1, rm1, rv1, mom1, eps1, conv_w)
-            y, mean2, invstd2 = _bn_act(t, code, w2, b2, rm2, rv2, mom2,
-                                        eps2, t_stats)
+            y, mean2, invstd2 = _bn_act(t, code, w2, b2, rm2, rv2, mom2, eps2,
+                                        t_stats)
             scale, shift = _affine(mean2, invstd2, w2, b2)
             ctx.save_for_backward(x, w1, b1, mean1, invstd1, conv_w, t, w2,
                                   mean2, invstd2, scale, shift)
@@ -420,8 +451,16 @@ class NormActConv(torch.autograd.Function):
         if not ctx.with_conv:
             x, w1, mean1, invstd1, scale, shift = saved
             gx, gw1, gb1 = _bn_act_backward(
-                grad, x, w1, mean1, invstd1, ctx.eps[0], scale, shift, code,
-                (needs[0], needs[4], needs[5]), pooled_grad=grad_pooled)
+                grad,
+                x,
+                w1,
+                mean1,
+                invstd1,
+                ctx.eps[0],
+                scale,
+                shift,
+                code, (needs[0], needs[4], needs[5]),
+                pooled_grad=grad_pooled)
             return (gx, None, None, None, gw1, gb1) + (None, ) * 11
         (x, w1, b1, mean1, invstd1, conv_w, t, w2, mean2, invstd2, scale,
          shift) = saved
@@ -436,9 +475,10 @@ class NormActConv(torch.autograd.Function):
         # Fresh memory costs page faults on the CPU, more than a pass: the
         # recomputed y reuses the buffer that gt leaves free.
         scratch = torch.empty_like(t)
-        gt, gw2, gb2 = _bn_act_backward(
-            grad, t, w2, mean2, invstd2, ctx.eps[1], scale, shift, code,
-            (True, needs[11], needs[12]), scratch, grad_pooled)
+        gt, gw2, gb2 = _bn_act_backward(grad, t, w2, mean2, invstd2,
+                                        ctx.eps[1], scale, shift, code,
+                                        (True, needs[11], needs[12]), scratch,
+                                        grad_pooled)
         scale1, shift1 = _affine(mean1, invstd1, w1, b1)
         y = _recompute_act(x, scale1, shift1, code,
                            None if gt is scratch else scratch)
@@ -452,10 +492,18 @@ class NormActConv(torch.autograd.Function):
             gconv = gconv.to(conv_w.dtype)
         gy = _rows(gy).contiguous()
         gx, gw1, gb1 = _bn_act_backward(
-            gy, x, w1, mean1, invstd1, ctx.eps[0], scale1, shift1, code,
-            (needs[0], needs[4], needs[5]), out=gy)
-        return (gx, None, None, None, gw1, gb1, None, None, None, None,
-                gconv, gw2, gb2, None, None, None, None)
+            gy,
+            x,
+            w1,
+            mean1,
+            invstd1,
+            ctx.eps[0],
+            scale1,
+            shift1,
+            code, (needs[0], needs[4], needs[5]),
+            out=gy)
+        return (gx, None, None, None, gw1, gb1, None, None, None, None, gconv,
+                gw2, gb2, None, None, None, None)
 
 
 class GatedProjection(torch.autograd.Function):
@@ -490,9 +538,10 @@ class GatedProjection(torch.autograd.Function):
             u = _recompute_act(source, scale, shift, ctx.code)
         elif kernels is not None:  # one pass: u, gate gradient, gating
             u = torch.empty_like(source)
-            ggate = kernels.gated_backward(
-                ga, source, scale.to(source.dtype), shift.to(source.dtype),
-                gate.contiguous(), KERNEL_CODES[ctx.code], u)
+            ggate = kernels.gated_backward(ga, source, scale.to(source.dtype),
+                                           shift.to(source.dtype),
+                                           gate.contiguous(),
+                                           KERNEL_CODES[ctx.code], u)
         else:
             u = _recompute_act(source, scale, shift, ctx.code).view(B, N, C)
             ga = ga.view(B, N, C)

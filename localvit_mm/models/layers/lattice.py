@@ -20,6 +20,7 @@ def tokens_to_lattice(tokens: torch.Tensor,
 
 
 def lattice_to_tokens(lattice: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) lattice -> (B, H*W, C) tokens (a view when channels-last)."""
+    """(B, C, H, W) lattice -> (B, H*W, C) tokens (a view when
+    channels-last)."""
     B, C, H, W = lattice.shape
     return lattice.permute(0, 2, 3, 1).reshape(B, H * W, C)

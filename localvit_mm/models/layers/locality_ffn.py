@@ -10,10 +10,9 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .channel_attention import build_channel_attention
-from .fast_ffn import (GatedProjection, NormActConv, act_dwconv_act_,
-                       activate, activation_code, bn_scale_shift,
-                       bn_train_args, conv_kernels_for, fused_path,
-                       use_fused_ffn)
+from .fast_ffn import (GatedProjection, NormActConv, act_dwconv_act_, activate,
+                       activation_code, bn_scale_shift, bn_train_args,
+                       conv_kernels_for, fused_path, use_fused_ffn)
 from .lattice import lattice_to_tokens, tokens_to_lattice
 
 
@@ -26,8 +25,7 @@ def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor],
     return weight, shift if bias is None else bias * scale + shift
 
 
-def _resolve_reduction(cfg: Optional[dict],
-                       embed_dims: int) -> Optional[dict]:
+def _resolve_reduction(cfg: Optional[dict], embed_dims: int) -> Optional[dict]:
     """An SE reduction written in terms of the block's channels
     (``'embed_dims'``, ``'embed_dims//k'``) as a number."""
     reduction = (cfg or {}).get('reduction')
@@ -109,8 +107,12 @@ class LocalityFeedForward(BaseModule):
         self.act1 = build_activation_layer(act_cfg)
         if with_dw_conv:
             self.dw_conv = nn.Conv2d(
-                hidden, hidden, kernel_size, padding=kernel_size // 2,
-                groups=hidden, bias=deploy)
+                hidden,
+                hidden,
+                kernel_size,
+                padding=kernel_size // 2,
+                groups=hidden,
+                bias=deploy)
             self.norm2 = norm(hidden)
             self.act2 = build_activation_layer(act_cfg)
         else:
@@ -213,10 +215,14 @@ class LocalityFeedForward(BaseModule):
             h = activate(h, code, no_grad)
             if cw is not None:
                 lattice = h.view(B, *hw_shape, -1).permute(0, 3, 1, 2)
-                h = F.conv2d(lattice, cw, cb, padding=cw.shape[-1] // 2,
-                             groups=cw.shape[0])
-                h = activate(lattice_to_tokens(h).reshape(B * N, -1), code,
-                             no_grad)
+                h = F.conv2d(
+                    lattice,
+                    cw,
+                    cb,
+                    padding=cw.shape[-1] // 2,
+                    groups=cw.shape[0])
+                h = activate(
+                    lattice_to_tokens(h).reshape(B * N, -1), code, no_grad)
         if gated:
             h = h.view(B, N, -1)
             pooled = h.mean(1) if pooled is None else pooled
@@ -240,8 +246,7 @@ class LocalityFeedForward(BaseModule):
         inputs of the hidden layers for the backward pass."""
         B, N, C = tokens.shape
         code = activation_code(self.act1)
-        h = F.linear(tokens.reshape(B * N, C), self.fc1.weight,
-                     self.fc1.bias)
+        h = F.linear(tokens.reshape(B * N, C), self.fc1.weight, self.fc1.bias)
         dw = self.with_dw_conv
         gated = not isinstance(self.channel_attention, nn.Identity)
         a, pooled, t, scale, shift = NormActConv.apply(
@@ -264,8 +269,9 @@ class LocalityFeedForward(BaseModule):
         if self.deploy:
             return
         norms = [getattr(self, norm) for _, norm in self.folds()]
-        if not all(isinstance(n, _BatchNorm) and n.running_mean is not None
-                   for n in norms):
+        if not all(
+                isinstance(n, _BatchNorm) and n.running_mean is not None
+                for n in norms):
             raise ValueError('switch_to_deploy folds BatchNorm with running '
                              'statistics only, not '
                              f'{sorted({type(n).__name__ for n in norms})}')
@@ -278,9 +284,12 @@ class LocalityFeedForward(BaseModule):
             if isinstance(layer, nn.Linear):
                 new = nn.Linear(layer.in_features, layer.out_features)
             else:
-                new = nn.Conv2d(layer.in_channels, layer.out_channels,
-                                layer.kernel_size, padding=layer.padding,
-                                groups=layer.groups)
+                new = nn.Conv2d(
+                    layer.in_channels,
+                    layer.out_channels,
+                    layer.kernel_size,
+                    padding=layer.padding,
+                    groups=layer.groups)
             new.to(device=layer.weight.device, dtype=layer.weight.dtype)
             new.weight.copy_(weight)
             new.bias.copy_(bias)
@@ -296,6 +305,8 @@ def _float64_bn(norm: _BatchNorm) -> SimpleNamespace:
         return None if t is None else t.double()
 
     return SimpleNamespace(
-        eps=norm.eps, running_mean=double(norm.running_mean),
-        running_var=double(norm.running_var), weight=double(norm.weight),
+        eps=norm.eps,
+        running_mean=double(norm.running_mean),
+        running_var=double(norm.running_var),
+        weight=double(norm.weight),
         bias=double(norm.bias))

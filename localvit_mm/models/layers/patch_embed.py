@@ -37,8 +37,8 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.stride = stride or patch_size
         self.pad = pad
-        self.proj = nn.Conv2d(
-            in_channels, embed_dims, patch_size, self.stride, padding)
+        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, self.stride,
+                              padding)
         if norm_eps is not None:
             self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
         else:

@@ -17,7 +17,8 @@ def test_unknown_arch_lists_the_valid_ones():
     message = str(info.value)
     assert "'tinny'" in message
     assert str(sorted(LocalViT.arch_zoo)) in message
-    with pytest.raises(ValueError, match=r"custom arch misses \['num_heads'\]"):
+    with pytest.raises(
+            ValueError, match=r"custom arch misses \['num_heads'\]"):
         LocalViT(arch=dict(embed_dims=32, num_layers=2))
 
 
@@ -36,20 +37,31 @@ def test_pvt_takes_its_ffn_from_the_arch_and_ffn_cfg():
     assert isinstance(ffn.channel_attention, SELayer)
     assert ffn.channel_attention.fc[0].out_features == 8  # 1024 // 128
     relu6 = LocalViTPVT(
-        'tiny', ffn_cfg=dict(act_cfg=dict(type='ReLU6'),
-                             channel_attention=None))
+        'tiny',
+        ffn_cfg=dict(act_cfg=dict(type='ReLU6'), channel_attention=None))
     assert isinstance(relu6.block2[0].ffn.act1, nn.ReLU6)
     assert isinstance(relu6.block2[0].ffn.channel_attention, nn.Identity)
-    custom = LocalViTPVT(arch=dict(
-        embed_dims=[16, 32], num_layers=[1, 1], num_heads=[1, 2],
-        mlp_ratios=[2, 2], sr_ratios=[2, 1],
-        ffn_cfg=dict(channel_attention=dict(type='ECA'))),
-        patch_sizes=(4, 2), out_indices=(0, 1))
+    custom = LocalViTPVT(
+        arch=dict(
+            embed_dims=[16, 32],
+            num_layers=[1, 1],
+            num_heads=[1, 2],
+            mlp_ratios=[2, 2],
+            sr_ratios=[2, 1],
+            ffn_cfg=dict(channel_attention=dict(type='ECA'))),
+        patch_sizes=(4, 2),
+        out_indices=(0, 1))
     assert type(custom.block1[0].ffn.channel_attention).__name__ == 'ECALayer'
-    plain = LocalViTPVT(arch=dict(
-        embed_dims=[16, 32], num_layers=[1, 1], num_heads=[1, 2],
-        mlp_ratios=[2, 2], sr_ratios=[2, 1], ffn_cfg=None),
-        patch_sizes=(4, 2), out_indices=(0, 1),
+    plain = LocalViTPVT(
+        arch=dict(
+            embed_dims=[16, 32],
+            num_layers=[1, 1],
+            num_heads=[1, 2],
+            mlp_ratios=[2, 2],
+            sr_ratios=[2, 1],
+            ffn_cfg=None),
+        patch_sizes=(4, 2),
+        out_indices=(0, 1),
         ffn_cfg=dict(kernel_size=5))
     assert not hasattr(plain.block1[0], 'ffn')
     with pytest.raises(ValueError, match='mlp_ratios'):
@@ -57,8 +69,11 @@ def test_pvt_takes_its_ffn_from_the_arch_and_ffn_cfg():
 
 
 def test_block_builds_its_attention_from_the_config():
-    block = LocalViTBlock(16, 2, attn_cfg=dict(
-        type='SpatialReductionAttention', sr_ratio=2, qkv_bias=False))
+    block = LocalViTBlock(
+        16,
+        2,
+        attn_cfg=dict(
+            type='SpatialReductionAttention', sr_ratio=2, qkv_bias=False))
     assert isinstance(block.attn, SpatialReductionAttention)
     assert block.attn.q.bias is None and block.attn.sr.stride == (2, 2)
     assert isinstance(LocalViTBlock(16, 2).attn, Attention)
@@ -97,8 +112,10 @@ def test_load_pos_embed_resizes_and_drops_the_class_entry():
     load_pos_embed(state, 'pos_embed', (4, 4), 1)
     assert state['pos_embed'].shape == (1, 16, 4)  # load_state_dict reports
     with pytest.raises(ValueError, match='not a square lattice'):
-        load_pos_embed({'pos_embed': torch.randn(1, 1 + 12, 4)}, 'pos_embed',
-                       (4, 4), 1, ckpt_extra_tokens=1)
+        load_pos_embed({'pos_embed': torch.randn(1, 1 + 12, 4)},
+                       'pos_embed', (4, 4),
+                       1,
+                       ckpt_extra_tokens=1)
 
 
 def test_attention_qk_scale():

@@ -11,7 +11,10 @@ from localvit_mm.models.backbones.localvit import resize_pos_embed
 
 # A small arch for fast checks: 3 blocks, 32 dims, SE keeping 4 channels.
 SMALL = dict(
-    embed_dims=32, num_layers=3, num_heads=2, mlp_ratio=4,
+    embed_dims=32,
+    num_layers=3,
+    num_heads=2,
+    mlp_ratio=4,
     ffn_cfg=dict(channel_attention=dict(type='SE', reduction=32)))
 
 
@@ -39,19 +42,21 @@ def classifier_params(**backbone):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize('backbone,expected', [
-    (dict(arch='tiny'), 5_908_696),
-    (dict(arch='tiny-se4'), 9_376_168),
-    (dict(arch='small'), 22_433_176),
-    (dict(arch='tiny-relu6-mlp6'), 7_655_080),
-    (dict(arch='deit-tiny'), 5_717_416),
-    (dict(arch='deit-small'), 22_050_664),
-    (dict(arch='tiny', ffn_cfg=dict(channel_attention=None)), 5_825_704),
-    (dict(arch='tiny', ffn_cfg=dict(channel_attention=dict(type='ECA'))),
-     5_825_764),
-    # Paper Table 3: locality in layers 1-4 only (5.78M).
-    (dict(arch='tiny', locality_layers=[0, 1, 2, 3]), 5_781_176),
-])
+@pytest.mark.parametrize(
+    'backbone,expected',
+    [
+        (dict(arch='tiny'), 5_908_696),
+        (dict(arch='tiny-se4'), 9_376_168),
+        (dict(arch='small'), 22_433_176),
+        (dict(arch='tiny-relu6-mlp6'), 7_655_080),
+        (dict(arch='deit-tiny'), 5_717_416),
+        (dict(arch='deit-small'), 22_050_664),
+        (dict(arch='tiny', ffn_cfg=dict(channel_attention=None)), 5_825_704),
+        (dict(arch='tiny',
+              ffn_cfg=dict(channel_attention=dict(type='ECA'))), 5_825_764),
+        # Paper Table 3: locality in layers 1-4 only (5.78M).
+        (dict(arch='tiny', locality_layers=[0, 1, 2, 3]), 5_781_176),
+    ])
 def test_official_parameter_counts(backbone, expected):
     assert classifier_params(**backbone) == expected
 
@@ -74,8 +79,7 @@ def test_arch_rows():
     relu6 = LocalViT(arch='tiny-relu6-mlp6')
     assert isinstance(relu6.blocks[0].ffn.act1, torch.nn.ReLU6)
     assert relu6.blocks[0].ffn.fc1.out_features == 192 * 6
-    assert isinstance(relu6.blocks[0].ffn.channel_attention,
-                      torch.nn.Identity)
+    assert isinstance(relu6.blocks[0].ffn.channel_attention, torch.nn.Identity)
     assert set(tiny.state_dict()) >= {
         'patch_embed.proj.weight', 'cls_token', 'pos_embed', 'norm.weight',
         'blocks.11.ffn.fc1.weight', 'blocks.0.attn.qkv.weight'
@@ -103,7 +107,9 @@ def test_ffn_cfg_and_locality_layers():
     model = small(
         locality_layers=[0, 2],
         ffn_cfg=dict(
-            mlp_ratio=2, act_cfg=dict(type='ReLU6'), kernel_size=5,
+            mlp_ratio=2,
+            act_cfg=dict(type='ReLU6'),
+            kernel_size=5,
             channel_attention=dict(type='ECA', gate='hsigmoid')))
     assert model.locality_layers == (0, 2)
     assert [hasattr(b, 'ffn') for b in model.blocks] == [True, False, True]
@@ -189,8 +195,10 @@ def test_final_norm():
 
 def test_output_cls_token_pairs_feed_dpt_head():
     model = small(
-        arch=dict(SMALL, num_layers=4), out_type='featmap',
-        out_indices=(0, 1, 2, 3), output_cls_token=True,
+        arch=dict(SMALL, num_layers=4),
+        out_type='featmap',
+        out_indices=(0, 1, 2, 3),
+        output_cls_token=True,
         final_norm=False).eval()
     outs = model(torch.randn(2, 3, 32, 40))
     assert len(outs) == 4
@@ -200,9 +208,13 @@ def test_output_cls_token_pairs_feed_dpt_head():
     outs = model(torch.randn(2, 3, 32, 32))
     from mmseg.models.decode_heads import DPTHead
     head = DPTHead(
-        in_channels=(32, 32, 32, 32), embed_dims=32,
-        post_process_channels=[8, 16, 32, 32], channels=16,
-        num_classes=3, readout_type='project', in_index=(0, 1, 2, 3),
+        in_channels=(32, 32, 32, 32),
+        embed_dims=32,
+        post_process_channels=[8, 16, 32, 32],
+        channels=16,
+        num_classes=3,
+        readout_type='project',
+        in_index=(0, 1, 2, 3),
         input_transform='multiple_select').eval()
     with torch.no_grad():
         logits = head(list(outs))
@@ -217,7 +229,9 @@ def test_pos_embed_resized_on_load():
     dst.load_state_dict(src.state_dict(), strict=True)
     expected_grid = F.interpolate(
         src.pos_embed[:, 1:].reshape(1, 6, 6, 32).permute(0, 3, 1, 2),
-        size=(4, 4), mode='bicubic', align_corners=False)
+        size=(4, 4),
+        mode='bicubic',
+        align_corners=False)
     torch.testing.assert_close(dst.pos_embed[:, 0], src.pos_embed[:, 0])
     torch.testing.assert_close(
         dst.pos_embed[:, 1:],
@@ -227,9 +241,12 @@ def test_pos_embed_resized_on_load():
     wide.load_state_dict(src.state_dict(), strict=True)
     expected_grid = F.interpolate(
         src.pos_embed[:, 1:].reshape(1, 6, 6, 32).permute(0, 3, 1, 2),
-        size=(4, 6), mode='bicubic', align_corners=False)
+        size=(4, 6),
+        mode='bicubic',
+        align_corners=False)
     torch.testing.assert_close(
-        wide.pos_embed, expected_grid.permute(0, 2, 3, 1).reshape(1, 24, 32))
+        wide.pos_embed,
+        expected_grid.permute(0, 2, 3, 1).reshape(1, 24, 32))
 
 
 def test_pos_embed_non_square_checkpoint_is_refused():
@@ -257,11 +274,12 @@ def test_frozen_stages_really_freeze():
     torch.manual_seed(0)
     model = small(frozen_stages=2, out_type='avg_featmap')
     model.train()
-    frozen = ['patch_embed', 'cls_token', 'pos_embed', 'blocks.0.',
-              'blocks.1.']
+    frozen = [
+        'patch_embed', 'cls_token', 'pos_embed', 'blocks.0.', 'blocks.1.'
+    ]
     for name, param in model.named_parameters():
-        assert param.requires_grad != any(
-            name.startswith(f) for f in frozen), name
+        assert param.requires_grad != any(name.startswith(f)
+                                          for f in frozen), name
     assert not model.blocks[1].ffn.norm1.training
     assert model.blocks[2].ffn.norm1.training
     before = copy.deepcopy(model.state_dict())

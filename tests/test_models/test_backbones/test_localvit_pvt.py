@@ -12,14 +12,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from localvit_mm.models import LocalViTPVT
 from localvit_mm.models.layers import LocalityFeedForward
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+REPO = osp.dirname(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def classifier_params(arch):
     """Parameters of the classifier: backbone + 1000-way linear head."""
-    backbone = LocalViTPVT(arch, with_cls_token=True, out_type='cls_token',
-                           out_indices=3)
+    backbone = LocalViTPVT(
+        arch, with_cls_token=True, out_type='cls_token', out_indices=3)
     head = nn.Linear(512, 1000)
     return sum(p.numel() for m in (backbone, head) for p in m.parameters())
 
@@ -36,8 +36,8 @@ def test_arch_structure_and_official_eps():
         [3, 4, 6, 3]
     assert LocalViTPVT.arch_zoo['medium']['num_layers'] == [3, 4, 18, 3]
     assert LocalViTPVT.arch_zoo['large']['num_layers'] == [3, 8, 27, 3]
-    for s, (dims, squeeze) in enumerate(zip([64, 128, 320, 512],
-                                            [8, 8, 4, 4]), 1):
+    for s, (dims,
+            squeeze) in enumerate(zip([64, 128, 320, 512], [8, 8, 4, 4]), 1):
         block = getattr(model, f'block{s}')[0]
         assert isinstance(block.ffn, LocalityFeedForward)
         assert isinstance(block.ffn.act1, nn.Hardswish)
@@ -57,9 +57,12 @@ def test_arch_structure_and_official_eps():
 
 def test_mmdet_style_keys():
     # mmdet's PVT config keys: base embed_dims times num_heads, per-stage lists
-    model = LocalViTPVT(embed_dims=32, num_layers=[1, 1, 1, 1],
-                        num_heads=[1, 2, 4, 8], sr_ratios=[4, 2, 1, 1],
-                        mlp_ratios=[2, 2, 2, 2])
+    model = LocalViTPVT(
+        embed_dims=32,
+        num_layers=[1, 1, 1, 1],
+        num_heads=[1, 2, 4, 8],
+        sr_ratios=[4, 2, 1, 1],
+        mlp_ratios=[2, 2, 2, 2])
     assert model.embed_dims == [32, 64, 128, 256]
     out = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in out] == [32, 64, 128, 256]
@@ -86,18 +89,17 @@ def test_pyramid_shapes(size):
 def test_out_indices_and_cls_token_output():
     model = LocalViTPVT('pvt-tiny', out_indices=(1, 3)).eval()
     outs = model(torch.randn(1, 3, 128, 96))
-    assert [tuple(o.shape) for o in outs] == [(1, 128, 16, 12),
-                                              (1, 512, 4, 3)]
-    cls_model = LocalViTPVT(with_cls_token=True, out_type='cls_token',
-                            out_indices=(2, 3)).eval()
+    assert [tuple(o.shape) for o in outs] == [(1, 128, 16, 12), (1, 512, 4, 3)]
+    cls_model = LocalViTPVT(
+        with_cls_token=True, out_type='cls_token', out_indices=(2, 3)).eval()
     outs = cls_model(torch.randn(2, 3, 224, 224))
     assert outs[0].shape == (2, 320, 14, 14) and outs[1].shape == (2, 512)
     assert cls_model.pos_embed4.shape == (1, 50, 512)
 
 
 def test_class_token_bypasses_the_ffn():
-    model = LocalViTPVT(with_cls_token=True, out_type='cls_token',
-                        out_indices=3).eval()
+    model = LocalViTPVT(
+        with_cls_token=True, out_type='cls_token', out_indices=3).eval()
     block = model.block4[0]
     x = torch.randn(1, 1 + 12, 512)
     y = block.ffn(x, (3, 4), num_extra_tokens=1)
@@ -107,8 +109,9 @@ def test_class_token_bypasses_the_ffn():
 def test_pos_embed_is_resized_at_forward():
     model = LocalViTPVT('pvt-tiny', pretrain_img_size=64).eval()
     grid = model.pos_embed1.detach().reshape(1, 16, 16, 64).permute(0, 3, 1, 2)
-    expected = F.interpolate(grid, size=(24, 8), mode='bilinear',
-                             align_corners=False).flatten(2).transpose(1, 2)
+    expected = F.interpolate(
+        grid, size=(24, 8), mode='bilinear',
+        align_corners=False).flatten(2).transpose(1, 2)
     torch.testing.assert_close(model._pos_embed(0, (24, 8), 0), expected)
     assert model._pos_embed(0, (16, 16), 0) is model.pos_embed1
 
@@ -146,7 +149,9 @@ def test_frozen_stages_stay_frozen():
 
 def test_norm_eval_freezes_batchnorm_statistics():
     model = LocalViTPVT(
-        'tiny', norm_eval=True, drop_path_rate=0.,
+        'tiny',
+        norm_eval=True,
+        drop_path_rate=0.,
         ffn_cfg=dict(norm_cfg=dict(type='BN', requires_grad=False)))
     before = _snapshot(model)
     _train_step(model)
@@ -158,8 +163,8 @@ def test_norm_eval_freezes_batchnorm_statistics():
             for key in ('weight', 'bias', 'running_mean', 'running_var',
                         'num_batches_tracked'):
                 full = f'{name}.{key}'
-                torch.testing.assert_close(after[full], before[full], rtol=0,
-                                           atol=0)
+                torch.testing.assert_close(
+                    after[full], before[full], rtol=0, atol=0)
     assert not torch.equal(after['block1.0.ffn.fc1.weight'],
                            before['block1.0.ffn.fc1.weight'])
     # without norm_eval the statistics move
@@ -173,8 +178,7 @@ def test_norm_eval_freezes_batchnorm_statistics():
 def test_with_cp_matches_plain_forward_and_backward():
     torch.manual_seed(0)
     plain = LocalViTPVT('tiny', drop_path_rate=0., norm_eval=True)
-    ckpt = LocalViTPVT('tiny', drop_path_rate=0., norm_eval=True,
-                       with_cp=True)
+    ckpt = LocalViTPVT('tiny', drop_path_rate=0., norm_eval=True, with_cp=True)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(1, 3, 64, 96)
     grads = []
@@ -186,18 +190,19 @@ def test_with_cp_matches_plain_forward_and_backward():
 
 
 def test_load_resizes_pos_embed_and_drops_class_token():
-    source = LocalViTPVT('tiny', with_cls_token=True, out_type='cls_token',
-                         out_indices=3)
+    source = LocalViTPVT(
+        'tiny', with_cls_token=True, out_type='cls_token', out_indices=3)
     source.init_weights()
     target = LocalViTPVT('tiny', pretrain_img_size=(256, 320))
     missing, unexpected = target.load_state_dict(source.state_dict())
     assert missing == [] and unexpected == []
     assert target.pos_embed1.shape == (1, 64 * 80, 64)
     assert target.pos_embed4.shape == (1, 8 * 10, 512)
-    grid = source.pos_embed4.detach()[:, 1:].reshape(1, 7, 7, 512).permute(
-        0, 3, 1, 2)
-    expected = F.interpolate(grid, size=(8, 10), mode='bilinear',
-                             align_corners=False).flatten(2).transpose(1, 2)
+    grid = source.pos_embed4.detach()[:, 1:].reshape(1, 7, 7,
+                                                     512).permute(0, 3, 1, 2)
+    expected = F.interpolate(
+        grid, size=(8, 10), mode='bilinear',
+        align_corners=False).flatten(2).transpose(1, 2)
     torch.testing.assert_close(target.pos_embed4.detach(), expected)
     torch.testing.assert_close(target.block3[1].ffn.fc2.weight,
                                source.block3[1].ffn.fc2.weight)
@@ -237,10 +242,15 @@ def test_build_from_each_codebase(config, scope):
     model = registry.build(backbone)
     assert type(model) is LocalViTPVT
     reference = LocalViTPVT('tiny')
-    own = {k: v.shape for k, v in model.state_dict().items()
-           if k not in ('cls_token', 'pos_embed4')}
-    assert own == {k: v.shape for k, v in reference.state_dict().items()
-                   if k != 'pos_embed4'}
+    own = {
+        k: v.shape
+        for k, v in model.state_dict().items()
+        if k not in ('cls_token', 'pos_embed4')
+    }
+    assert own == {
+        k: v.shape
+        for k, v in reference.state_dict().items() if k != 'pos_embed4'
+    }
 
 
 def test_init_from_classification_checkpoint(tmp_path):

@@ -19,8 +19,8 @@ def batch_norm_case(rows, channels, dtype, seed=0):
     x = torch.randn(rows, channels, generator=g, dtype=dtype) * 2 + 0.5
     weight = torch.rand(channels, generator=g, dtype=dtype) + 0.5
     bias = torch.randn(channels, generator=g, dtype=dtype)
-    _, mean, invstd = torch.ops.aten.native_batch_norm(
-        x, weight, bias, None, None, True, 0.1, 1e-5)
+    _, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, None,
+                                                       None, True, 0.1, 1e-5)
     scale = invstd * weight
     return x, weight, bias, mean, invstd, scale, bias - mean * scale
 
@@ -50,12 +50,11 @@ def test_channel_stats_match_var_mean(dtype, tol, rows, channels, images,
     E[x^2] - E[x]^2 without a shift would cancel)."""
     x = torch.randn(rows, channels, dtype=dtype) * 2 + offset
     mean, var = ext.channel_stats(x)
-    expected_var, expected_mean = torch.var_mean(x.double(), 0,
-                                                 correction=0)
-    torch.testing.assert_close(mean.double(), expected_mean, rtol=tol,
-                               atol=tol * (2 + offset))
-    torch.testing.assert_close(var.double(), expected_var, rtol=tol * 10,
-                               atol=tol)
+    expected_var, expected_mean = torch.var_mean(x.double(), 0, correction=0)
+    torch.testing.assert_close(
+        mean.double(), expected_mean, rtol=tol, atol=tol * (2 + offset))
+    torch.testing.assert_close(
+        var.double(), expected_var, rtol=tol * 10, atol=tol)
 
 
 @pytest.mark.parametrize('code', sorted(KERNEL_CODES))
@@ -85,8 +84,8 @@ def test_bn_act_backward_matches_autograd(code, dtype, tol, rows, channels,
     grad_x = grad.clone()  # in place: the output may be the gradient
     sum_dy, sum_dy_xmu, _ = ext.bn_act_backward(
         grad_x, x, scale, shift, mean, invstd, weight,
-        grad_mean / (rows // images) if pooled else None,
-        KERNEL_CODES[code], grad_x)
+        grad_mean / (rows // images) if pooled else None, KERNEL_CODES[code],
+        grad_x)
     for actual, leaf in zip([grad_x, sum_dy_xmu * invstd, sum_dy], leaves):
         assert_close_to(actual, leaf.grad, tol)
 
@@ -127,21 +126,27 @@ def test_bn_act_dwconv_matches_conv2d(code, dtype, tol, images, height, width,
     shift = shift + offset
     conv_w = torch.randn(channels, 1, k, k, dtype=dtype)
     y = ACTIVATIONS[code](x * scale + shift)
-    expected = F.conv2d(y.view(images, height, width, -1).permute(0, 3, 1, 2),
-                        conv_w, padding=k // 2, groups=channels)
+    expected = F.conv2d(
+        y.view(images, height, width, -1).permute(0, 3, 1, 2),
+        conv_w,
+        padding=k // 2,
+        groups=channels)
     expected = expected.permute(0, 2, 3, 1).reshape(rows, channels)
     taps = taps_of(conv_w)
     t = torch.empty_like(x)
     mean, var = ext.bn_act_dwconv(x, scale, shift, taps, height, width,
                                   KERNEL_CODES[code], t)
     assert_close_to(t, expected, tol)
-    expected_var, expected_mean = torch.var_mean(expected.double(), 0,
-                                                 correction=0)
+    expected_var, expected_mean = torch.var_mean(
+        expected.double(), 0, correction=0)
     assert_close_to(mean.double(), expected_mean, tol)
     # Relative to E[t^2], the scale of the variance's rounding error.
     square_scale = 1 + expected_mean.abs().max().item()**2
-    torch.testing.assert_close(var.double(), expected_var, rtol=tol * 10,
-                               atol=tol * 10 * square_scale)
+    torch.testing.assert_close(
+        var.double(),
+        expected_var,
+        rtol=tol * 10,
+        atol=tol * 10 * square_scale)
 
 
 @pytest.mark.parametrize('code', sorted(KERNEL_CODES))
@@ -161,8 +166,8 @@ def test_act_dwconv_act_in_place_matches_conv2d(code, dtype, tol, images,
     act = ACTIVATIONS[code]
     y = act(x if input_bias is None else x + input_bias)
     lattice = y.view(images, height, width, -1).permute(0, 3, 1, 2)
-    expected = act(F.conv2d(lattice, conv_w, bias, padding=k // 2,
-                            groups=channels))
+    expected = act(
+        F.conv2d(lattice, conv_w, bias, padding=k // 2, groups=channels))
     expected = expected.permute(0, 2, 3, 1).reshape(rows, channels)
     taps = taps_of(conv_w)
     pooled = ext.act_dwconv_act_(x, input_bias, taps, bias, height, width,
@@ -197,11 +202,13 @@ def test_dwconv_bn_act_backward_matches_autograd(dtype, tol, images, height,
     w2 = torch.rand(channels, dtype=dtype) + 0.5
     b2 = torch.randn(channels, dtype=dtype)
     act = ACTIVATIONS[code]
-    leaves = [p.double().requires_grad_()
-              for p in (x, w1, b1, conv_w, w2, b2)]
+    leaves = [p.double().requires_grad_() for p in (x, w1, b1, conv_w, w2, b2)]
     y = act(F.batch_norm(leaves[0], None, None, leaves[1], leaves[2], True))
-    t = F.conv2d(y.view(images, height, width, -1).permute(0, 3, 1, 2),
-                 leaves[3], padding=k // 2, groups=channels)
+    t = F.conv2d(
+        y.view(images, height, width, -1).permute(0, 3, 1, 2),
+        leaves[3],
+        padding=k // 2,
+        groups=channels)
     t = t.permute(0, 2, 3, 1).reshape(rows, channels)
     out = act(F.batch_norm(t, None, None, leaves[4], leaves[5], True))
     grad = torch.randn(rows, channels, dtype=dtype)
@@ -217,19 +224,21 @@ def test_dwconv_bn_act_backward_matches_autograd(dtype, tol, images, height,
     scale2, shift2 = invstd2 * w2, b2 - mean2 * invstd2 * w2
     pooled_grad = grad_mean / (height * width) if pooled else None
     code_number = KERNEL_CODES[code]
-    sum_dy2, sum_dy2_xmu, coef2 = ext.bn_act_backward(
-        grad, t, scale2, shift2, mean2, invstd2, w2, pooled_grad,
-        code_number, None)
+    sum_dy2, sum_dy2_xmu, coef2 = ext.bn_act_backward(grad, t, scale2, shift2,
+                                                      mean2, invstd2, w2,
+                                                      pooled_grad, code_number,
+                                                      None)
     taps = taps_of(conv_w)
     dy = torch.empty_like(x)
     grad_taps, sum_dy, sum_dy_xmu = ext.dwconv_bn_act_backward(
-        grad, t, scale2, shift2, pooled_grad, coef2, x, scale1, shift1,
-        mean1, taps, height, width, code_number, dy)
-    ext.bn_backward_apply(dy, x, mean1, invstd1, w1, sum_dy, sum_dy_xmu,
-                          dy)
+        grad, t, scale2, shift2, pooled_grad, coef2, x, scale1, shift1, mean1,
+        taps, height, width, code_number, dy)
+    ext.bn_backward_apply(dy, x, mean1, invstd1, w1, sum_dy, sum_dy_xmu, dy)
     grad_conv = grad_taps.permute(2, 0, 1).reshape(channels, 1, k, k)
-    actual = [dy, sum_dy_xmu * invstd1, sum_dy, grad_conv,
-              sum_dy2_xmu * invstd2, sum_dy2]
+    actual = [
+        dy, sum_dy_xmu * invstd1, sum_dy, grad_conv, sum_dy2_xmu * invstd2,
+        sum_dy2
+    ]
     for value, leaf in zip(actual, leaves):
         assert_close_to(value.double(), leaf.grad, tol)
 
@@ -237,28 +246,38 @@ def test_dwconv_bn_act_backward_matches_autograd(dtype, tol, images, height,
 def test_bad_arguments_are_named():
     x, weight, _, mean, invstd, scale, shift = batch_norm_case(
         10, 4, torch.float32)
-    with pytest.raises(RuntimeError, match='grad must be a contiguous CPU '
-                       'tensor like x'):
-        ext.bn_act_backward(x.t(), x, scale, shift, mean, invstd, weight,
-                            None, 0, x.clone())
-    with pytest.raises(RuntimeError, match='shift must be a contiguous CPU '
-                       'vector of 4 channels'):
+    with pytest.raises(
+            RuntimeError, match='grad must be a contiguous CPU '
+            'tensor like x'):
+        ext.bn_act_backward(x.t(), x, scale, shift, mean, invstd, weight, None,
+                            0, x.clone())
+    with pytest.raises(
+            RuntimeError,
+            match='shift must be a contiguous CPU '
+            'vector of 4 channels'):
         ext.act_affine(x, scale, shift.double(), 0, x.clone())
-    with pytest.raises(RuntimeError, match='gate must be a contiguous CPU '
-                       r'\(groups, 4\) tensor of x.s dtype, the groups '
-                       'dividing its 10 rows'):
+    with pytest.raises(
+            RuntimeError,
+            match='gate must be a contiguous CPU '
+            r'\(groups, 4\) tensor of x.s dtype, the groups '
+            'dividing its 10 rows'):
         ext.gated_backward(x.clone(), x, scale, shift, torch.ones(3, 4), 0,
                            x.clone())
-    with pytest.raises(RuntimeError, match='the 10 rows are not images of '
-                       '3x3 pixels'):
+    with pytest.raises(
+            RuntimeError, match='the 10 rows are not images of '
+            '3x3 pixels'):
         ext.bn_act_dwconv(x, scale, shift, torch.ones(3, 3, 4), 3, 3, 0,
                           x.clone())
-    with pytest.raises(RuntimeError, match='taps must be a contiguous CPU '
-                       r'\(k, k, 4\) tensor of x.s dtype with an odd k'):
+    with pytest.raises(
+            RuntimeError,
+            match='taps must be a contiguous CPU '
+            r'\(k, k, 4\) tensor of x.s dtype with an odd k'):
         ext.bn_act_dwconv(x, scale, shift, torch.ones(2, 2, 4), 5, 2, 0,
                           x.clone())
-    with pytest.raises(RuntimeError, match=r'coef2 must be the \(3, 4\) '
-                       'coefficients that bn_act_backward returns'):
+    with pytest.raises(
+            RuntimeError,
+            match=r'coef2 must be the \(3, 4\) '
+            'coefficients that bn_act_backward returns'):
         ext.dwconv_bn_act_backward(x, x, scale, shift, None, scale, x, scale,
                                    shift, mean, torch.ones(3, 3, 4), 5, 2, 0,
                                    x.clone())

@@ -17,9 +17,8 @@ from bn_stats import randomize_bn
 
 from localvit_mm.analysis import SavedTensorBytes
 from localvit_mm.models import LocalViT, LocalViTPVT
-from localvit_mm.models.layers import fast_ffn
-from localvit_mm.models.layers import (ECALayer, LocalityFeedForward,
-                                       SELayer)
+from localvit_mm.models.layers import (ECALayer, LocalityFeedForward, SELayer,
+                                       fast_ffn)
 
 TOL = dict(rtol=1e-9, atol=1e-10)
 
@@ -52,8 +51,8 @@ def assert_close(actual, expected, msg=None):
     relative difference to the exact reference); a wrong formula would be
     off by O(1)."""
     scale = max(1., expected.abs().max().item())
-    torch.testing.assert_close(actual, expected, rtol=1e-7,
-                               atol=1e-7 * scale, msg=msg)
+    torch.testing.assert_close(
+        actual, expected, rtol=1e-7, atol=1e-7 * scale, msg=msg)
 
 
 def reference_bn(x, bn, training):
@@ -64,8 +63,8 @@ def reference_bn(x, bn, training):
         n = x.numel() / x.shape[1]
         with torch.no_grad():
             bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean)
-            bn.running_var.mul_(1 - bn.momentum).add_(
-                bn.momentum * var * n / (n - 1))
+            bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var * n /
+                                                      (n - 1))
             bn.num_batches_tracked.add_(1)
     else:
         mean, var = bn.running_mean, bn.running_var
@@ -91,8 +90,7 @@ def reference_ffn(ffn, x, hw_shape, extra, training):
     y = reference_act(reference_bn(y, ffn.norm1, training), ffn.act1)
     if isinstance(ffn.dw_conv, nn.Conv2d):
         k = ffn.dw_conv.kernel_size[0]
-        y = F.conv2d(y, ffn.dw_conv.weight, padding=k // 2,
-                     groups=y.shape[1])
+        y = F.conv2d(y, ffn.dw_conv.weight, padding=k // 2, groups=y.shape[1])
         y = reference_act(reference_bn(y, ffn.norm2, training), ffn.act2)
     ca = ffn.channel_attention
     if isinstance(ca, SELayer):
@@ -107,8 +105,8 @@ def reference_ffn(ffn, x, hw_shape, extra, training):
         s = torch.sigmoid(s) if ca.gate is torch.sigmoid else \
             (s + 3).clamp(0, 6) / 6
         y = y * s[:, :, None, None]
-    y = reference_bn(F.conv2d(y, ffn.fc2.weight[:, :, None, None]),
-                     ffn.norm3, training)
+    y = reference_bn(
+        F.conv2d(y, ffn.fc2.weight[:, :, None, None]), ffn.norm3, training)
     out = (img + y).flatten(2).transpose(1, 2)
     return torch.cat([cls, out], dim=1)
 
@@ -131,8 +129,10 @@ OPTIONS = [
     dict(kernel_size=5, channel_attention=dict(type='SE', reduction=8)),
     dict(with_dw_conv=False),
     dict(with_dw_conv=False, channel_attention=dict(type='SE', reduction=4)),
-    dict(with_dw_conv=False, act_cfg=dict(type='ReLU6'),
-         channel_attention=dict(type='ECA')),
+    dict(
+        with_dw_conv=False,
+        act_cfg=dict(type='ReLU6'),
+        channel_attention=dict(type='ECA')),
 ]
 
 
@@ -184,10 +184,14 @@ def test_every_option_no_grad_eval_matches_reference(options, kernels):
 @pytest.mark.parametrize('training', [True, False])
 def test_lattices_and_extra_tokens(hw_shape, extra, training, kernels):
     torch.manual_seed(1)
-    ffn = randomize(LocalityFeedForward(
-        8, channel_attention=dict(type='SE', reduction=4)))
-    x = torch.randn(4, extra + math.prod(hw_shape), 8, dtype=torch.float64,
-                    requires_grad=True)
+    ffn = randomize(
+        LocalityFeedForward(8, channel_attention=dict(type='SE', reduction=4)))
+    x = torch.randn(
+        4,
+        extra + math.prod(hw_shape),
+        8,
+        dtype=torch.float64,
+        requires_grad=True)
     compare(ffn, x, hw_shape, extra, training,
             'batch_stats' if training else 'folded')
 
@@ -197,8 +201,9 @@ def test_no_grad_eval_writes_in_place_correctly(extra, kernels):
     """The no-grad path (in-place activations, batched GEMM on the strided
     image tokens, output written without concatenation) gives the
     reference; it leaves its input alone unless told it owns it."""
-    ffn = randomize(LocalityFeedForward(
-        8, channel_attention=dict(type='SE', reduction=2))).eval()
+    ffn = randomize(
+        LocalityFeedForward(8, channel_attention=dict(type='SE',
+                                                      reduction=2))).eval()
     x = torch.randn(2, extra + 6, 8, dtype=torch.float64)
     before = x.clone()
     with torch.no_grad():
@@ -219,8 +224,9 @@ def test_no_grad_eval_writes_in_place_correctly(extra, kernels):
 def test_frozen_bn_training_folds_with_gradients():
     """norm_eval-style training: BN in eval mode inside a training model
     folds on the fly and still sends gradients to fc, conv and BN affine."""
-    ffn = randomize(LocalityFeedForward(
-        8, channel_attention=dict(type='ECA', gate='hsigmoid')))
+    ffn = randomize(
+        LocalityFeedForward(
+            8, channel_attention=dict(type='ECA', gate='hsigmoid')))
     ffn.train()
     for m in (ffn.norm1, ffn.norm2, ffn.norm3):
         m.eval()
@@ -257,8 +263,9 @@ def test_momentum_none_and_untracked_stats():
     untracked.eval()  # batch statistics even in eval mode
     assert fast_ffn.fused_path(untracked) == 'batch_stats'
     out = untracked(x, (2, 2), 1)
-    torch.testing.assert_close(
-        out[:, 1:], x[:, 1:] + untracked.conv_ffn(x[:, 1:], (2, 2)), **TOL)
+    torch.testing.assert_close(out[:, 1:],
+                               x[:, 1:] + untracked.conv_ffn(x[:, 1:],
+                                                             (2, 2)), **TOL)
 
 
 def test_other_norms_and_activations_use_the_module_path():
@@ -268,8 +275,8 @@ def test_other_norms_and_activations_use_the_module_path():
         ffn = LocalityFeedForward(8, **options).double().train()
         assert fast_ffn.fused_path(ffn) is None
         out = ffn(x, (2, 3), 1)
-        torch.testing.assert_close(
-            out[:, 1:], x[:, 1:] + ffn.conv_ffn(x[:, 1:], (2, 3)))
+        torch.testing.assert_close(out[:, 1:],
+                                   x[:, 1:] + ffn.conv_ffn(x[:, 1:], (2, 3)))
     mixed = LocalityFeedForward(8).double().train()
     mixed.norm2.eval()
     assert fast_ffn.fused_path(mixed) is None
@@ -291,15 +298,16 @@ def test_fused_flag_switches_to_the_plain_composition(training, monkeypatch):
     assert fast_ffn.fused_path(fused) == ('batch_stats'
                                           if training else 'folded')
     assert fast_ffn.fused_path(plain) is None
-    torch.testing.assert_close(fused(x, (3, 4), 1), plain(x, (3, 4), 1),
-                               **TOL)
+    torch.testing.assert_close(fused(x, (3, 4), 1), plain(x, (3, 4), 1), **TOL)
     monkeypatch.setenv('LOCALVIT_FUSED_FFN', '0')
     assert not LocalityFeedForward(8).fused
     assert LocalityFeedForward(8, fused=True).fused
     monkeypatch.setenv('LOCALVIT_FUSED_FFN', '1')
     assert LocalityFeedForward(8).fused
-    model = LocalViT(arch=dict(embed_dims=16, num_layers=1, num_heads=2),
-                     img_size=32, ffn_cfg=dict(fused=False))
+    model = LocalViT(
+        arch=dict(embed_dims=16, num_layers=1, num_heads=2),
+        img_size=32,
+        ffn_cfg=dict(fused=False))
     assert model.blocks[0].ffn.fused is False
 
 
@@ -326,19 +334,32 @@ def test_training_keeps_two_hidden_tensors():
 
 def tiny_localvit(**kwargs):
     return LocalViT(
-        arch=dict(embed_dims=16, num_layers=3, num_heads=2,
-                  ffn_cfg=dict(channel_attention=dict(type='SE',
-                                                      reduction=8))),
-        img_size=32, patch_size=8, locality_layers=[0, 2],
-        out_type='raw', **kwargs)
+        arch=dict(
+            embed_dims=16,
+            num_layers=3,
+            num_heads=2,
+            ffn_cfg=dict(channel_attention=dict(type='SE', reduction=8))),
+        img_size=32,
+        patch_size=8,
+        locality_layers=[0, 2],
+        out_type='raw',
+        **kwargs)
 
 
 def tiny_pvt(**kwargs):
     return LocalViTPVT(
-        arch=dict(embed_dims=[8, 16], num_layers=[1, 2], num_heads=[1, 2],
-                  mlp_ratios=[4, 2], sr_ratios=[2, 1]),
-        patch_sizes=(4, 2), pretrain_img_size=32, with_cls_token=True,
-        out_type='cls_token', out_indices=(0, 1), drop_path_rate=0.,
+        arch=dict(
+            embed_dims=[8, 16],
+            num_layers=[1, 2],
+            num_heads=[1, 2],
+            mlp_ratios=[4, 2],
+            sr_ratios=[2, 1]),
+        patch_sizes=(4, 2),
+        pretrain_img_size=32,
+        with_cls_token=True,
+        out_type='cls_token',
+        out_indices=(0, 1),
+        drop_path_rate=0.,
         **kwargs)
 
 
@@ -400,8 +421,8 @@ def test_float32_bfloat16_autocast_runs():
     for training in (True, False):
         ffn.train(training)
         ref = x[:, 1:] + ffn.conv_ffn(x[:, 1:], (4, 4))
-        torch.testing.assert_close(ffn(x, (4, 4), 1)[:, 1:], ref,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            ffn(x, (4, 4), 1)[:, 1:], ref, rtol=1e-4, atol=1e-5)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             out = ffn(x, (4, 4), 1)
         out.float().sum().backward()

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from localvit_mm.models.layers import ECALayer, LocalityFeedForward, SELayer
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+REPO = osp.dirname(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def load_converter():
@@ -40,16 +40,18 @@ def official_ffn(dims, gamma=4, dw=True, attention=None, kernel=3, seed=0):
             'weight': 1 + 0.2 * rand(c),
             'bias': 0.2 * rand(c),
             'running_mean': 0.1 * rand(c),
-            'running_var': 0.5 + torch.rand(
-                c, generator=g, dtype=torch.float64),
+            'running_var':
+            0.5 + torch.rand(c, generator=g, dtype=torch.float64),
             'num_batches_tracked': torch.tensor(7),
         }
 
-    modules = [('pw1', {'weight': rand(hidden, dims, 1, 1) / dims**.5}),
-               ('bn1', bn(hidden)), ('act', {})]
+    modules = [('pw1', {
+        'weight': rand(hidden, dims, 1, 1) / dims**.5
+    }), ('bn1', bn(hidden)), ('act', {})]
     if dw:
-        modules += [('dw', {'weight': rand(hidden, 1, kernel, kernel) / 3}),
-                    ('bn2', bn(hidden)), ('act', {})]
+        modules += [('dw', {
+            'weight': rand(hidden, 1, kernel, kernel) / 3
+        }), ('bn2', bn(hidden)), ('act', {})]
     if attention and attention[0] == 'se':
         squeezed = hidden // attention[1]
         modules.append(('se', {
@@ -60,8 +62,9 @@ def official_ffn(dims, gamma=4, dw=True, attention=None, kernel=3, seed=0):
         }))
     elif attention:
         modules.append(('eca', {'conv.weight': rand(1, 1, attention[1])}))
-    modules += [('pw2', {'weight': rand(dims, hidden, 1, 1) / hidden**.5}),
-                ('bn3', bn(dims))]
+    modules += [('pw2', {
+        'weight': rand(dims, hidden, 1, 1) / hidden**.5
+    }), ('bn3', bn(dims))]
     weights, roles = {}, {}
     for index, (role, params) in enumerate(modules):
         roles[role] = index
@@ -70,8 +73,15 @@ def official_ffn(dims, gamma=4, dw=True, attention=None, kernel=3, seed=0):
     return weights, roles
 
 
-def reference_ffn(x, hw_shape, extra, weights, roles, act, gate='hsigmoid',
-                  kernel=3, training=False):
+def reference_ffn(x,
+                  hw_shape,
+                  extra,
+                  weights,
+                  roles,
+                  act,
+                  gate='hsigmoid',
+                  kernel=3,
+                  training=False):
     """The official LocalityFeedForward in plain torch ops (NCHW convs)."""
 
     def w(role, name='weight'):
@@ -108,8 +118,7 @@ def reference_ffn(x, hw_shape, extra, weights, roles, act, gate='hsigmoid',
         s = y.mean((2, 3))[:, None, :]
         k = w('eca', 'conv.weight')
         s = F.conv1d(s, k, padding=k.shape[-1] // 2)[:, 0]
-        s = torch.sigmoid(s) if gate == 'sigmoid' else (s + 3).clamp(0,
-                                                                      6) / 6
+        s = torch.sigmoid(s) if gate == 'sigmoid' else (s + 3).clamp(0, 6) / 6
         y = y * s[:, :, None, None]
     y = bn(F.conv2d(y, w('pw2')), 'bn3')
     out = (img + y).flatten(2).transpose(1, 2)
@@ -148,8 +157,12 @@ def test_matches_official_op_order(gamma, dw, attention, act, gate, kernel,
     elif attention:
         ca = dict(type='ECA', gate=gate)
     ffn = ours_from_official(
-        weights, dims, expansion_ratio=gamma, kernel_size=kernel,
-        with_dw_conv=dw, channel_attention=ca,
+        weights,
+        dims,
+        expansion_ratio=gamma,
+        kernel_size=kernel,
+        with_dw_conv=dw,
+        channel_attention=ca,
         act_cfg=dict(type='ReLU6' if act == 'relu6' else 'HSwish'))
     ffn.train(training)
     x = torch.randn(2, extra + 15, dims, dtype=torch.float64)
