@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os.path as osp
+import pickle
 import textwrap
 
 import numpy as np
@@ -103,13 +104,36 @@ def test_retinanet_learns_tree_crowns(tmp_path, deepforest):
 def test_mask_rcnn_trains_on_coco_polygons(tmp_path, labelme):
     """Mask R-CNN runs training iterations on labelme's COCO polygons with
     two CPU processes (gloo) and is evaluated with box and mask COCO
-    metrics."""
+    metrics; tools/test.py gives the same metrics from the checkpoint and
+    dumps one mask per box, at each photo's size."""
     work_dir, losses, log = train(tmp_path, MASK_CONFIG, nproc=2)
     assert len(losses) == 4
     assert 'GPU number: 2' in log, log[-2000:]  # mmengine's world size
     assert 'loss_mask' in log and 'loss_rpn_cls' in log
-    assert 0 <= metrics(work_dir, 'coco/segm_mAP') <= 1
     assert osp.exists(work_dir / 'iter_4.pth')
+
+    preds = tmp_path / 'preds.pkl'
+    result = run_tool('python', 'tools/test.py',
+                      str(tmp_path / 'config.py'),
+                      str(work_dir / 'iter_4.pth'), '--work-dir',
+                      str(tmp_path / 'test'), '--out', str(preds))
+    assert result.returncode == 0, result.stderr[-4000:]
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
+        assert metrics(tmp_path / 'test', key) == pytest.approx(
+            metrics(work_dir, key), abs=1e-3)
+    with open(osp.join(labelme, 'labelme_coco', 'annotations',
+                       'instances.json')) as f:
+        sizes = {image['id']: [image['height'], image['width']]
+                 for image in json.load(f)['images']}
+    with open(preds, 'rb') as f:
+        samples = pickle.load(f)
+    assert sorted(s['img_id'] for s in samples) == sorted(sizes)
+    for sample in samples:
+        pred = sample['pred_instances']
+        # at most max_per_img; unseeded, so no exact count (100 when run)
+        assert 0 < len(pred['masks']) == len(pred['bboxes']) <= 100
+        assert all(rle['size'] == sizes[sample['img_id']]
+                   for rle in pred['masks'])
 
 
 def background_only_miou(ann_dir, num_classes):
