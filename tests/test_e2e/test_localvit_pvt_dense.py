@@ -1,28 +1,17 @@
 """LocalViT-PVT-T in mmdet and mmseg models, trained on real images through
 tools/train.py and tools/test.py (CPU-sized runs, data prepared by the
 project's own tools/data scripts)."""
-import glob
 import json
-import math
 import os.path as osp
 import pickle
-import textwrap
 
-import numpy as np
 import pytest
 from conftest import REPO, run_tool
-from PIL import Image
+from dense_runs import background_only_miou, mean, metrics, prepare, train
 
 DET_CONFIG = 'configs/detection/retinanet_localvit-pvt-t_fpn_deepforest.py'
 MASK_CONFIG = 'configs/detection/mask-rcnn_localvit-pvt-t_fpn_labelme.py'
 SEG_CONFIG = 'configs/segmentation/fpn_localvit-pvt-t_labelme.py'
-
-
-def prepare(script):
-    """Run a data script; a failed download fails with its message."""
-    result = run_tool('python', f'tools/data/{script}')
-    assert result.returncode == 0, (
-        f'tools/data/{script} failed:\n{result.stdout}{result.stderr}')
 
 
 @pytest.fixture(scope='module')
@@ -37,52 +26,6 @@ def labelme():
     return osp.join(REPO, 'data')
 
 
-def write_config(tmp_path, config, body=''):
-    """A config over ``config`` that also records the loss of every
-    iteration (``work_dir/losses.json``)."""
-    path = tmp_path / 'config.py'
-    base = f'_base_ = [{osp.join(REPO, config)!r}]\n'
-    path.write_text(base + textwrap.dedent("""
-        custom_imports = dict(
-            imports=['localvit_mm.models', 'recording_hooks'],
-            allow_failed_imports=False)
-        custom_hooks = [dict(type='GlobalLossRecorderHook')]
-        """) + textwrap.dedent(body))
-    return str(path)
-
-
-def train(tmp_path, config, body='', nproc=1):
-    """tools/train.py, or tools/dist_train.sh with ``nproc`` CPU processes."""
-    work_dir = tmp_path / 'work'
-    args = (write_config(tmp_path, config, body), '--work-dir', str(work_dir))
-    if nproc == 1:
-        result = run_tool('python', 'tools/train.py', *args, timeout=1800)
-    else:
-        result = run_tool('bash', 'tools/dist_train.sh', args[0], str(nproc),
-                          *args[1:], env={'PORT': '29527'}, timeout=1800)
-    assert result.returncode == 0, result.stderr[-4000:]
-    losses = json.loads((work_dir / 'losses.json').read_text())
-    assert all(math.isfinite(x) for x in losses)
-    return work_dir, losses, result.stdout + result.stderr
-
-
-def metrics(work_dir, key):
-    """The last logged value of ``key`` in any scalar log under work_dir."""
-    found = []
-    for path in sorted(glob.glob(osp.join(work_dir, '**', '*.json'),
-                                 recursive=True)):
-        with open(path) as f:
-            for line in f:
-                if key in line:
-                    found.append(json.loads(line)[key])
-    assert found, f'{key} was never logged under {work_dir}'
-    return found[-1]
-
-
-def mean(values):
-    return sum(values) / len(values)
-
-
 def test_retinanet_learns_tree_crowns(tmp_path, deepforest):
     """RetinaNet trains from scratch on deepforest tiles and finds trees in
     a held-out scene (after 20 iterations it scored box mAP@0.5 0.002)."""
@@ -92,8 +35,7 @@ def test_retinanet_learns_tree_crowns(tmp_path, deepforest):
     map50 = metrics(work_dir, 'coco/bbox_mAP_50')
     assert map50 > 0.02, f'box mAP@0.5 {map50}'
 
-    result = run_tool('python', 'tools/test.py',
-                      str(tmp_path / 'config.py'),
+    result = run_tool('python', 'tools/test.py', str(tmp_path / 'config.py'),
                       str(work_dir / 'iter_150.pth'), '--work-dir',
                       str(tmp_path / 'test'))
     assert result.returncode == 0, result.stderr[-4000:]
@@ -113,18 +55,20 @@ def test_mask_rcnn_trains_on_coco_polygons(tmp_path, labelme):
     assert osp.exists(work_dir / 'iter_4.pth')
 
     preds = tmp_path / 'preds.pkl'
-    result = run_tool('python', 'tools/test.py',
-                      str(tmp_path / 'config.py'),
+    result = run_tool('python', 'tools/test.py', str(tmp_path / 'config.py'),
                       str(work_dir / 'iter_4.pth'), '--work-dir',
                       str(tmp_path / 'test'), '--out', str(preds))
     assert result.returncode == 0, result.stderr[-4000:]
     for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
         assert metrics(tmp_path / 'test', key) == pytest.approx(
             metrics(work_dir, key), abs=1e-3)
-    with open(osp.join(labelme, 'labelme_coco', 'annotations',
-                       'instances.json')) as f:
-        sizes = {image['id']: [image['height'], image['width']]
-                 for image in json.load(f)['images']}
+    with open(
+            osp.join(labelme, 'labelme_coco', 'annotations',
+                     'instances.json')) as f:
+        sizes = {
+            image['id']: [image['height'], image['width']]
+            for image in json.load(f)['images']
+        }
     with open(preds, 'rb') as f:
         samples = pickle.load(f)
     assert sorted(s['img_id'] for s in samples) == sorted(sizes)
@@ -134,17 +78,6 @@ def test_mask_rcnn_trains_on_coco_polygons(tmp_path, labelme):
         assert 0 < len(pred['masks']) == len(pred['bboxes']) <= 100
         assert all(rle['size'] == sizes[sample['img_id']]
                    for rle in pred['masks'])
-
-
-def background_only_miou(ann_dir, num_classes):
-    """mIoU (%) of predicting background everywhere: IoU of the background
-    over the classes present in the ground truth (255 ignored)."""
-    counts = np.zeros(256, np.int64)
-    for path in glob.glob(osp.join(ann_dir, '*.png')):
-        counts += np.bincount(np.asarray(Image.open(path)).ravel(),
-                              minlength=256)
-    valid = counts[:num_classes]
-    return 100 * valid[0] / valid.sum() / np.count_nonzero(valid)
 
 
 def test_semantic_fpn_learns_street_masks(tmp_path, labelme):
