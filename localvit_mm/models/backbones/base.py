@@ -133,6 +133,20 @@ class LocalViTBackbone(DeployMixin, BaseModule):
             out = patches.mean(dim=1)
         return [out, x[:, 0]] if self.output_cls_token else out
 
+    def forward_blocks(self, x: torch.Tensor,
+                       hw_shape: Sequence[int]) -> tuple:
+        """The plain stack ``self.blocks`` on embedded tokens (B, extra +
+        h*w, C), ``self.norm`` after the last one, an output per
+        ``out_indices`` block (:meth:`format_tokens`)."""
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = self.run_block(block, x, hw_shape, self.num_extra_tokens)
+            if i == len(self.blocks) - 1:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(self.format_tokens(x, hw_shape))
+        return tuple(outs)
+
     def run_block(self, block: nn.Module, x, *args):
         """``block(x, *args)``, through activation checkpointing when
         ``with_cp`` is on and gradients flow."""

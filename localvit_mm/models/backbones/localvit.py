@@ -266,12 +266,4 @@ class LocalViT(LocalViTBackbone):
         x = x + resize_pos_embed(self.pos_embed, self.patch_resolution,
                                  hw_shape, self.interpolate_mode,
                                  self.num_extra_tokens)
-        x = self.pos_drop(x)
-        outs = []
-        for i, block in enumerate(self.blocks):
-            x = self.run_block(block, x, hw_shape, self.num_extra_tokens)
-            if i == self.num_layers - 1:
-                x = self.norm(x)
-            if i in self.out_indices:
-                outs.append(self.format_tokens(x, hw_shape))
-        return tuple(outs)
+        return self.forward_blocks(self.pos_drop(x), hw_shape)

@@ -375,12 +375,5 @@ class LocalViTT2T(LocalViTBackbone):
         cls_token = self.cls_token.expand(x.shape[0], -1, -1)
         x = torch.cat([cls_token, x], dim=1)
         pos = sinusoid_encoding(x.shape[1], self.embed_dims, x.device)
-        x = self.pos_drop(x + pos.to(x.dtype))
-        outs = []
-        for i, block in enumerate(self.blocks):
-            x = self.run_block(block, x, hw_shape, self.num_extra_tokens)
-            if i == self.num_layers - 1:
-                x = self.norm(x)
-            if i in self.out_indices:
-                outs.append(self.format_tokens(x, hw_shape))
-        return tuple(outs)
+        return self.forward_blocks(
+            self.pos_drop(x + pos.to(x.dtype)), hw_shape)
