@@ -202,30 +202,45 @@ def describe_localvit(weights: Weights) -> str:
     return text
 
 
-def localvit_arch(converted: Weights) -> Optional[str]:
-    """The one ``LocalViT.arch_zoo`` row with exactly these keys and shapes.
-
-    Each row is built on the meta device and compared key by key (the
-    position embedding by name only: its length depends on ``img_size``).
-    """
-    from localvit_mm.models.backbones.localvit import LocalViT
-    prefix = 'backbone.'
-    shapes = {
-        k[len(prefix):]: v.shape
-        for k, v in converted.items() if k.startswith(prefix)
+def _shapes(state: Weights, prefix: str, size_dependent: str) -> dict:
+    """Key -> shape of the ``prefix`` entries, without the prefix; keys that
+    fully match the ``size_dependent`` pattern (position embeddings: their
+    length follows the input size) by name only."""
+    return {
+        k[len(prefix):]:
+        None if re.fullmatch(size_dependent, k[len(prefix):]) else v.shape
+        for k, v in state.items() if k.startswith(prefix)
     }
-    proj = shapes['patch_embed.proj.weight']
-    shapes['pos_embed'] = None
+
+
+def matching_arch(cls,
+                  converted: Weights,
+                  size_dependent: str = '',
+                  **build_kwargs) -> Optional[str]:
+    """The one ``cls.arch_zoo`` row whose model (built on the meta device
+    with ``build_kwargs``) holds exactly the converted backbone keys and
+    shapes; None when no row or several do."""
+    shapes = _shapes(converted, 'backbone.', size_dependent)
     matches = []
-    for name in LocalViT.arch_zoo:
+    for name in cls.arch_zoo:
         with torch.device('meta'):
-            model = LocalViT(
-                arch=name, patch_size=proj[-1], in_channels=proj[1])
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        expected['pos_embed'] = None
-        if expected == shapes:
+            model = cls(arch=name, **build_kwargs)
+        if _shapes(model.state_dict(), '', size_dependent) == shapes:
             matches.append(name)
     return matches[0] if len(matches) == 1 else None
+
+
+def localvit_arch(converted: Weights) -> Optional[str]:
+    """The ``LocalViT.arch_zoo`` row of these weights (patch size and input
+    channels read from the patch embedding)."""
+    from localvit_mm.models.backbones.localvit import LocalViT
+    proj = converted['backbone.patch_embed.proj.weight'].shape
+    return matching_arch(
+        LocalViT,
+        converted,
+        'pos_embed',
+        patch_size=proj[-1],
+        in_channels=proj[1])
 
 
 def convert_localvit_pvt(weights: Weights) -> Weights:
@@ -273,28 +288,14 @@ def describe_localvit_pvt(weights: Weights) -> str:
 
 
 def localvit_pvt_arch(converted: Weights) -> Optional[str]:
-    """The one ``LocalViTPVT.arch_zoo`` row with exactly these keys and
-    shapes (position embeddings by name only: they depend on the size)."""
+    """The ``LocalViTPVT.arch_zoo`` row of these weights."""
     from localvit_mm.models.backbones.localvit_pvt import LocalViTPVT
-    prefix = 'backbone.'
-    shapes = {
-        k[len(prefix):]: None if 'pos_embed' in k else v.shape
-        for k, v in converted.items() if k.startswith(prefix)
-    }
-    matches = []
-    for name in LocalViTPVT.arch_zoo:
-        with torch.device('meta'):
-            model = LocalViTPVT(
-                arch=name,
-                with_cls_token='cls_token' in shapes,
-                final_norm='norm.weight' in shapes)
-        expected = {
-            k: None if k.startswith('pos_embed') else v.shape
-            for k, v in model.state_dict().items()
-        }
-        if expected == shapes:
-            matches.append(name)
-    return matches[0] if len(matches) == 1 else None
+    return matching_arch(
+        LocalViTPVT,
+        converted,
+        r'pos_embed\d+',
+        with_cls_token='backbone.cls_token' in converted,
+        final_norm='backbone.norm.weight' in converted)
 
 
 def _swin_stages(weights: Weights) -> int:
@@ -360,32 +361,24 @@ def describe_localvit_swin(weights: Weights) -> str:
 
 
 def localvit_swin_arch(converted: Weights) -> Optional[str]:
-    """The one ``LocalViTSwin.arch_zoo`` row with exactly these keys and
-    shapes (window size and patch size read from the weights)."""
+    """The ``LocalViTSwin.arch_zoo`` row of these weights (window size,
+    patch size and output norms read from the weights)."""
     from localvit_mm.models.backbones.localvit_swin import LocalViTSwin
-    prefix = 'backbone.'
-    shapes = {
-        k[len(prefix):]: v.shape
-        for k, v in converted.items() if k.startswith(prefix)
-    }
-    proj = shapes['patch_embed.proj.weight']
-    table = shapes['layers.0.blocks.0.attn.relative_position_bias_table']
+    proj = converted['backbone.patch_embed.proj.weight'].shape
+    table = converted[
+        'backbone.layers.0.blocks.0.attn.relative_position_bias_table'].shape
     norms = [
-        int(k[4:-len('.weight')]) for k in shapes
-        if re.fullmatch(r'norm\d+\.weight', k)
+        int(m.group(1)) for m in map(
+            re.compile(r'backbone\.norm(\d+)\.weight').fullmatch, converted)
+        if m
     ]
-    matches = []
-    for name in LocalViTSwin.arch_zoo:
-        with torch.device('meta'):
-            model = LocalViTSwin(
-                arch=name,
-                in_channels=proj[1],
-                patch_size=proj[-1],
-                window_size=(math.isqrt(table[0]) + 1) // 2,
-                out_indices=norms)
-        if {k: v.shape for k, v in model.state_dict().items()} == shapes:
-            matches.append(name)
-    return matches[0] if len(matches) == 1 else None
+    return matching_arch(
+        LocalViTSwin,
+        converted,
+        in_channels=proj[1],
+        patch_size=proj[-1],
+        window_size=(math.isqrt(table[0]) + 1) // 2,
+        out_indices=norms)
 
 
 # Official token-layer names that ours keep under ``attn.`` or rename.
@@ -472,22 +465,11 @@ def describe_localvit_t2t(weights: Weights) -> str:
 
 
 def localvit_t2t_arch(converted: Weights) -> Optional[str]:
-    """The one ``LocalViTT2T.arch_zoo`` row with exactly these keys and
-    shapes."""
+    """The ``LocalViTT2T.arch_zoo`` row of these weights."""
     from localvit_mm.models.backbones.localvit_t2t import LocalViTT2T
-    prefix = 'backbone.'
-    shapes = {
-        k[len(prefix):]: v.shape
-        for k, v in converted.items() if k.startswith(prefix)
-    }
-    in_channels = shapes['tokens_to_token.attention1.norm1.weight'][0] // 49
-    matches = []
-    for name in LocalViTT2T.arch_zoo:
-        with torch.device('meta'):
-            model = LocalViTT2T(arch=name, in_channels=in_channels)
-        if {k: v.shape for k, v in model.state_dict().items()} == shapes:
-            matches.append(name)
-    return matches[0] if len(matches) == 1 else None
+    norm = converted['backbone.tokens_to_token.attention1.norm1.weight']
+    return matching_arch(
+        LocalViTT2T, converted, in_channels=norm.shape[0] // 49)
 
 
 # Official TNT layer module -> ours (inner block, projection, outer block).
@@ -555,25 +537,9 @@ def describe_localvit_tnt(weights: Weights) -> str:
 
 
 def localvit_tnt_arch(converted: Weights) -> Optional[str]:
-    """The one ``LocalViTTNT.arch_zoo`` row with exactly these keys and
-    shapes (``patch_pos`` by name only: it depends on the size)."""
+    """The ``LocalViTTNT.arch_zoo`` row of these weights."""
     from localvit_mm.models.backbones.localvit_tnt import LocalViTTNT
-    prefix = 'backbone.'
-    shapes = {
-        k[len(prefix):]: None if k.endswith('patch_pos') else v.shape
-        for k, v in converted.items() if k.startswith(prefix)
-    }
-    matches = []
-    for name in LocalViTTNT.arch_zoo:
-        with torch.device('meta'):
-            model = LocalViTTNT(arch=name)
-        expected = {
-            k: None if k == 'patch_pos' else v.shape
-            for k, v in model.state_dict().items()
-        }
-        if expected == shapes:
-            matches.append(name)
-    return matches[0] if len(matches) == 1 else None
+    return matching_arch(LocalViTTNT, converted, 'patch_pos')
 
 
 FAMILIES: Dict[str, Family] = {
