@@ -4,7 +4,6 @@
         [--show-dir DIR] [--cfg-options KEY=VALUE ...] [--launcher pytorch]
 """
 import argparse
-import sys
 import warnings
 
 # mmengine resolves 'pkg::' config paths with pkg_resources, which warns.
@@ -13,11 +12,9 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from localvit_mm.utils import (UserInputError, add_launch_args,
-                               check_checkpoint, check_data_roots, load_config,
-                               parse_launch_args,
-                               register_safe_checkpoint_loader, set_work_dir,
-                               setup_device)
+from localvit_mm.utils import (UserInputError, add_launch_args, check_run,
+                               load_config, parse_launch_args, run_main,
+                               set_work_dir, setup_device)
 
 # Per scope: the metric that dumps the predictions.
 DUMP_METRIC = {
@@ -73,9 +70,8 @@ def merge_args(cfg, args):
 def main():
     args = parse_args()
     cfg = merge_args(load_config(args.config, args.cfg_options), args)
-    check_data_roots(cfg, loaders=('test_dataloader', ))
-    check_checkpoint(args.checkpoint)
-    register_safe_checkpoint_loader()
+    check_run(
+        cfg, args.config, ('test_dataloader', ), checkpoint=args.checkpoint)
     setup_device(cfg, args.launcher)
     runner = (
         Runner.from_cfg(cfg)
@@ -84,8 +80,4 @@ def main():
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

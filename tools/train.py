@@ -8,7 +8,6 @@ are used. Distributed training works with nccl on GPUs and gloo on CPUs (see
 ``tools/dist_train.sh``).
 """
 import argparse
-import sys
 import warnings
 
 # mmengine resolves 'pkg::' config paths with pkg_resources, which warns.
@@ -17,11 +16,10 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from localvit_mm.utils import (UserInputError, add_launch_args,
-                               check_checkpoint, check_data_roots,
-                               latest_checkpoint, load_config,
-                               parse_launch_args,
-                               register_safe_checkpoint_loader, set_work_dir,
+from localvit_mm.engine import use_safe_training_hooks
+from localvit_mm.utils import (DATALOADERS, UserInputError, add_launch_args,
+                               check_run, latest_checkpoint, load_config,
+                               parse_launch_args, run_main, set_work_dir,
                                setup_device)
 
 
@@ -67,18 +65,17 @@ def merge_args(cfg, args):
                 f'--auto-scale-lr needs auto_scale_lr.base_batch_size in '
                 f'{args.config}: add auto_scale_lr = dict(base_batch_size=N)')
         cfg.auto_scale_lr.enable = True
-    return cfg
+    return use_safe_training_hooks(cfg)
 
 
 def main():
     args = parse_args()
     cfg = merge_args(load_config(args.config, args.cfg_options), args)
-    check_data_roots(cfg)
     if cfg.get('resume') and cfg.get('load_from') is None:
-        check_checkpoint(latest_checkpoint(cfg.work_dir))
+        checkpoint = latest_checkpoint(cfg.work_dir)
     else:
-        check_checkpoint(cfg.get('load_from'))
-    register_safe_checkpoint_loader()
+        checkpoint = cfg.get('load_from')
+    check_run(cfg, args.config, DATALOADERS, checkpoint=checkpoint)
     setup_device(cfg, args.launcher, amp=args.amp)
     runner = (
         Runner.from_cfg(cfg)
@@ -87,8 +84,4 @@ def main():
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -56,5 +56,6 @@ class NonFiniteLossHook(Hook):
             f'loss is not finite at {where} ({terms}): training stopped '
             f'before saving the diverged weights; {last}; lower the learning '
             'rate or clip gradients (optim_wrapper.clip_grad=dict(max_norm='
-            '...)) and rerun with --resume, or set stop_on_nonfinite_loss = '
+            '...)) and train again from it with load_from (--resume would '
+            'restore the old learning rate), or set stop_on_nonfinite_loss = '
             'False in the config to keep training')

@@ -5,13 +5,16 @@ import os
 import os.path as osp
 import subprocess
 from datetime import timedelta
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
 
+from .checks import (build_model, check_checkpoint_fits, check_first_samples,
+                     check_pretrained)
 from .errors import UserInputError
-from .safe_checkpoint import safe_load
+from .safe_checkpoint import register_safe_checkpoint_loader, safe_load
 
 SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -48,15 +51,57 @@ def set_work_dir(cfg: Config, work_dir: str, config_path: str):
                                 osp.splitext(osp.basename(config_path))[0])
 
 
+def _config_error(path: str, error: Exception) -> UserInputError:
+    """The one-line error for a config (or one of its bases) that cannot be
+    read: the file and line of a syntax error or of the failing statement,
+    else the exception."""
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    if isinstance(error, SyntaxError):
+        # mmengine parses each file of the _base_ chain in a function that
+        # holds its name.
+        files = [
+            f.f_locals['filename'] for f in frames
+            if f.f_globals.get('__name__', '').startswith('mmengine.config')
+            and isinstance(f.f_locals.get('filename'), str)
+        ]
+        if error.lineno is None and isinstance(error.__context__, SyntaxError):
+            error = error.__context__
+        where = osp.normpath(files[-1]) if files else path
+        return UserInputError(f'config {where!r} line {error.lineno}: '
+                              f'{error.msg}: fix the syntax there')
+    while isinstance(error, ImportError) and isinstance(
+            error.__cause__ or error.__context__, ImportError):
+        error = error.__cause__ or error.__context__  # the module missing
+    statements = [(f.f_code.co_filename, f.f_lineno) for f in frames
+                  if f.f_code.co_name == '<module>']
+    where = f'config {statements[-1][0]!r} line {statements[-1][1]}' \
+        if statements else f'config {path!r}'
+    return UserInputError(
+        f'{where} cannot be read: {type(error).__name__}: '
+        f"{' '.join(str(error).split())}: fix it (and its _base_ files and "
+        'custom_imports)')
+
+
 def load_config(path: str, cfg_options: dict = None) -> Config:
     """Read a config, check its ``default_scope`` and register that
     codebase's modules."""
     if not osp.isfile(path):
         raise UserInputError(f'config {path!r} not found: check the path '
                              '(the configs live under configs/)')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as error:  # every failure to read it is the config's
+        raise _config_error(path, error) from None
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (TypeError, KeyError, ValueError) as error:
+            raise UserInputError(f'--cfg-options do not apply to {path!r}: '
+                                 f"{' '.join(str(error).split())}") from None
     scope = cfg.get('default_scope')
     if scope is None:
         raise UserInputError(
@@ -68,6 +113,8 @@ def load_config(path: str, cfg_options: dict = None) -> Config:
             f'config {path!r} has default_scope={scope!r}, which these tools '
             f"do not run: use one of {', '.join(map(repr, SCOPES))}")
     importlib.import_module(f'{scope}.utils').register_all_modules(True)
+    # Also cover checkpoint schemes registered by the custom_imports.
+    register_safe_checkpoint_loader()
     return cfg
 
 
@@ -82,7 +129,8 @@ def _datasets(cfg: dict):
 
 
 def check_data_roots(cfg: Config, loaders=DATALOADERS):
-    """Fail early, before a work dir is touched, on a missing data folder."""
+    """Fail early, before a work dir is touched, on a missing data folder or
+    annotation file."""
     for key in loaders:
         for dataset in _datasets((cfg.get(key) or {}).get('dataset')):
             root = dataset.get('data_root')
@@ -92,6 +140,28 @@ def check_data_roots(cfg: Config, loaders=DATALOADERS):
                     'with the matching script in tools/data/ (e.g. '
                     'tools/data/prepare_fashion_mnist.sh) or point to it '
                     f'with --cfg-options {key}.dataset.data_root=PATH')
+            ann_file = dataset.get('ann_file')
+            if isinstance(ann_file, str) and ann_file and \
+                    '://' not in ann_file:
+                full = osp.join(root or '', ann_file)
+                if not osp.isfile(full):
+                    raise UserInputError(
+                        f'annotation file {full!r} of {key} not found: '
+                        'check the data preparation, or set '
+                        f'{key}.dataset.ann_file')
+
+
+def check_eval_pipelines(cfg: Config):
+    """Refuse ``skip_bad=True`` outside training: a skipped image would
+    change the metrics, and a test-mode dataset cannot skip."""
+    for key in ('val_dataloader', 'test_dataloader'):
+        for dataset in _datasets((cfg.get(key) or {}).get('dataset')):
+            for step in dataset.get('pipeline') or []:
+                if isinstance(step, dict) and step.get('skip_bad'):
+                    raise UserInputError(
+                        f'{key} skips bad images ({step.get("type")} with '
+                        'skip_bad=True), which only training can: remove '
+                        'skip_bad from its pipeline')
 
 
 def check_checkpoint(path: str):
@@ -99,6 +169,27 @@ def check_checkpoint(path: str):
     runner writes anything."""
     if path:
         safe_load(path, map_location='cpu')
+
+
+def check_run(cfg: Config,
+              config: str,
+              loaders: Sequence[str],
+              checkpoint: Optional[str] = None):
+    """Every check of a run before its work dir is touched: the data folders
+    of ``loaders``, the model, the checkpoints it loads (safe, and fitting
+    the model), and the first sample of the first of ``loaders`` (the one
+    the run reads first).
+
+    Raises:
+        UserInputError: What is wrong and how to fix it.
+    """
+    check_data_roots(cfg, loaders)
+    check_eval_pipelines(cfg)
+    model = build_model(cfg, config)
+    check_pretrained(cfg)
+    if checkpoint:
+        check_checkpoint_fits(model, checkpoint, config)
+    check_first_samples(cfg, model, loaders[:1])
 
 
 def latest_checkpoint(work_dir: str):

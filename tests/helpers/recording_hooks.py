@@ -1,4 +1,5 @@
-"""Hooks the tool tests add to configs: record global losses, die mid-run."""
+"""Hooks the tool tests add to configs: record global losses, die mid-run
+or mid-save (a real SIGKILL of the training process itself)."""
 import json
 import os
 import os.path as osp
@@ -35,20 +36,43 @@ class GlobalLossRecorderHook(Hook):
 
 @HOOKS.register_module()
 class KillAfterIterHook(Hook):
-    """SIGKILL the process once iteration ``at_iter`` is done and saved."""
+    """SIGKILL the process (of one rank, or of every rank) once iteration
+    ``at_iter`` is done and saved; with ``once_marker``, only if that file
+    does not exist yet (it is created first), so a restarted job goes on."""
 
     priority = 'LOWEST'  # after the CheckpointHook
 
-    def __init__(self, at_iter):
+    def __init__(self, at_iter, rank=None, once_marker=None):
         self.at_iter = at_iter
+        self.rank = rank
+        self.once_marker = once_marker
 
     def after_train_iter(self,
                          runner,
                          batch_idx,
                          data_batch=None,
                          outputs=None):
-        if runner.iter + 1 == self.at_iter:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if runner.iter + 1 != self.at_iter or self.rank not in (None,
+                                                                runner.rank):
+            return
+        if self.once_marker is not None:
+            if osp.exists(self.once_marker):
+                return
+            open(self.once_marker, 'w').close()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@HOOKS.register_module()
+class KillDuringSaveHook(Hook):
+    """SIGKILL the saving process in the middle of the save of the checkpoint
+    of iteration ``at_iter``: its bytes are written, not yet committed."""
+
+    def __init__(self, at_iter):
+        self.at_iter = at_iter
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if checkpoint['meta']['iter'] == self.at_iter:
+            os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
 
 
 def state_of(checkpoint_path):

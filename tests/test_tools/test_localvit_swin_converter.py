@@ -10,6 +10,7 @@ from conftest import REPO, run_tool
 from localvit_mm.models import LocalViTSwin
 from localvit_mm.models.layers.window_attention import (
     relative_position_index, shift_mask)
+from localvit_mm.utils import UserInputError
 
 SCRIPT = 'tools/model_converters/localvit_to_mmpretrain.py'
 CONFIG = osp.join(REPO, 'configs', 'localvit_swin',
@@ -186,10 +187,10 @@ def test_script_converts_a_release_file_that_gives_the_same_logits(tmp_path):
 
     converter = load_converter()
     # not an arch_zoo row: the script asks for a config
-    with pytest.raises(SystemExit, match='pass --config'):
+    with pytest.raises(UserInputError, match='pass --config'):
         converter.main([str(src), str(tmp_path / 'no-arch.pth')])
     # the Swin-T baseline config does not hold these weights: refused
-    with pytest.raises(SystemExit, match='cannot convert.*missing'):
+    with pytest.raises(UserInputError, match='cannot convert.*missing'):
         converter.main([
             str(src),
             str(tmp_path / 'refused.pth'), '--config', BASELINE_CONFIG

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from conftest import REPO
 
 from localvit_mm.models import LocalViTT2T
+from localvit_mm.utils import UserInputError
 
 SCRIPT = 'tools/model_converters/localvit_to_mmpretrain.py'
 CONFIGS = osp.join(REPO, 'configs', 'localvit_t2t')
@@ -269,7 +270,7 @@ def test_refusals(tmp_path):
     head = torch.nn.Linear(256, 1000)
     torch.save(dict(model=official_layout(model, head)), src)
     baseline = osp.join(CONFIGS, 't2t-vit-7_8xb128_in1k.py')
-    with pytest.raises(SystemExit, match='missing|unexpected'):
+    with pytest.raises(UserInputError, match='missing|unexpected'):
         converter.main([str(src), str(dst), '--config', baseline])
     assert not dst.exists()
     converter.main([

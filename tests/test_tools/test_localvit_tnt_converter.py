@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from conftest import REPO, run_tool
 
 from localvit_mm.models import LocalViTTNT
+from localvit_mm.utils import UserInputError
 
 SCRIPT = 'tools/model_converters/localvit_to_mmpretrain.py'
 CONFIGS = osp.join(REPO, 'configs', 'localvit_tnt')
@@ -244,7 +245,7 @@ def test_an_arch_outside_the_zoo_needs_a_config(tmp_path):
     torch.save(dict(model=official_layout(model, head)), src)
     message = ('no LocalViTTNT arch holds these weights (dims 32, inner dims '
                '8, 2 layers, locality FFN); pass --config')
-    with pytest.raises(SystemExit, match=re.escape(message)):
+    with pytest.raises(UserInputError, match=re.escape(message)):
         load_converter().main([str(src), str(tmp_path / 'out.pth')])
 
 
@@ -260,7 +261,7 @@ def test_script_converts_a_release_file(tmp_path):
             model=weights,
             args=argparse.Namespace(model='localvit_tnt_t_patch16_224')), src)
     baseline = osp.join(CONFIGS, 'tnt-t_8xb128_in1k.py')
-    with pytest.raises(SystemExit, match='outer.ffn'):
+    with pytest.raises(UserInputError, match='outer.ffn'):
         load_converter().main([str(src), str(dst), '--config', baseline])
     assert not dst.exists()
     result = run_tool('python', SCRIPT, str(src), str(dst))

@@ -3,44 +3,12 @@ import hashlib
 import json
 import os
 import os.path as osp
-import signal
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO, run_tool
-from recording_hooks import assert_same_tensors, state_of
-
-LENET = osp.join(REPO, 'configs/quickstart/lenet5_1xb64_fashion-mnist.py')
-
-
-def write_config(tmp_path, name, body):
-    """A test config over the LeNet-5 Fashion-MNIST config."""
-    path = tmp_path / name
-    path.write_text(f'_base_ = [{LENET!r}]\n' + textwrap.dedent(body))
-    return str(path)
-
-
-def short_run(tmp_path, name, batch_size, max_iters, extra=''):
-    """Iteration-based, deterministic, 64 images, no validation."""
-    return write_config(
-        tmp_path, name, f"""
-        custom_imports = dict(imports=['recording_hooks'])
-        custom_hooks = [dict(type='GlobalLossRecorderHook')]
-        train_dataloader = dict(
-            batch_size={batch_size}, num_workers=0, persistent_workers=False,
-            dataset=dict(indices=64),
-            sampler=dict(type='DefaultSampler', shuffle=True, seed=0))
-        train_cfg = dict(by_epoch=False, max_iters={max_iters},
-                         val_interval=1000)
-        default_hooks = dict(
-            logger=dict(interval=1),
-            checkpoint=dict(interval=4, max_keep_ckpts=-1))
-        val_cfg = val_dataloader = val_evaluator = None
-        randomness = dict(seed=0, deterministic=True)
-        {extra}
-        """)
+from short_runs import LENET, short_run
 
 
 def test_environment_imports():
@@ -83,39 +51,6 @@ def test_dist_train_two_cpu_processes_match_one(tmp_path, fashion_mnist):
     # Same global batch, same weights: only the summation order differs.
     assert losses_two == pytest.approx(losses_one, rel=1e-5)
     assert losses_one[-1] < losses_one[0]
-
-
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path, fashion_mnist):
-    full = short_run(tmp_path, 'full.py', batch_size=16, max_iters=8)
-    killed = short_run(
-        tmp_path,
-        'killed.py',
-        batch_size=16,
-        max_iters=8,
-        extra="custom_hooks = [dict(type='KillAfterIterHook', at_iter=5)]")
-    result = run_tool('python', 'tools/train.py', full, '--work-dir',
-                      str(tmp_path / 'full'))
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    work_dir = tmp_path / 'killed'
-    result = run_tool('python', 'tools/train.py', killed, '--work-dir',
-                      str(work_dir))
-    assert result.returncode == -signal.SIGKILL
-    assert (work_dir / 'iter_4.pth').exists()
-    assert not (work_dir / 'iter_8.pth').exists()
-
-    result = run_tool('python', 'tools/train.py', full, '--work-dir',
-                      str(work_dir), '--resume', str(work_dir / 'iter_4.pth'))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert 'resumed epoch: 0, iter: 4' in result.stdout + result.stderr
-
-    it_full, weights_full, optim_full = state_of(tmp_path / 'full' /
-                                                 'iter_8.pth')
-    it_resumed, weights_resumed, optim_resumed = state_of(work_dir /
-                                                          'iter_8.pth')
-    assert it_full == it_resumed == 8
-    assert_same_tensors(weights_resumed, weights_full)
-    assert_same_tensors(optim_resumed, optim_full)
 
 
 def tree_digest(folder):

@@ -24,7 +24,8 @@ import torch
 from localvit_mm.models import has_deploy_mode, switch_to_deploy
 from localvit_mm.models.build import (build_model_from_config, flatten_tensors,
                                       forward_tensors)
-from localvit_mm.utils import load_config, safe_load
+from localvit_mm.utils import (UserInputError, build_model,
+                               check_checkpoint_fits, load_config, run_main)
 
 KNOB = 'model.backbone.ffn_cfg.deploy'
 
@@ -36,13 +37,6 @@ def deploy_config(cfg):
     backbone.ffn_cfg = dict(backbone.get('ffn_cfg') or {}, deploy=True)
     backbone.pop('init_cfg', None)  # the deploy checkpoint holds everything
     return cfg
-
-
-def state_dict_of(checkpoint) -> dict:
-    """The weights of an mmengine checkpoint or of a bare state dict."""
-    if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:
-        return checkpoint['state_dict']
-    return checkpoint
 
 
 def relative_error(a, b) -> float:
@@ -70,16 +64,15 @@ def main(argv: Optional[List[str]] = None):
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config)
+    # Config mistakes and unsafe or unfit checkpoints as one-line errors.
+    checked = build_model(cfg, args.config)
+    if not has_deploy_mode(checked):
+        raise UserInputError(f'{args.config}: the model has no locality FFN '
+                             '(nothing to fold): pass a LocalViT config')
+    state_dict = check_checkpoint_fits(
+        checked, args.checkpoint, args.config, exact=True)
     model = build_model_from_config(cfg)
-    if not has_deploy_mode(model):
-        raise SystemExit(f'{args.config}: the model has no locality FFN '
-                         '(nothing to fold)')
-    state_dict = state_dict_of(safe_load(args.checkpoint, map_location='cpu'))
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise SystemExit(f'{args.checkpoint} does not fit {args.config}: '
-                         f'missing {sorted(missing)[:5]}, unexpected '
-                         f'{sorted(unexpected)[:5]}')
+    model.load_state_dict(state_dict, strict=True)
     model.eval()
     inputs = torch.randn(2, 3, *args.shape)
     with torch.no_grad():
@@ -114,4 +107,4 @@ def main(argv: Optional[List[str]] = None):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

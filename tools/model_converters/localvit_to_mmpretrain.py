@@ -5,8 +5,9 @@
 
 The official files keep their weights under ``'model'`` (and possibly
 ``'model_ema'``, ``'optimizer'`` and an ``argparse.Namespace`` under
-``'args'``). They are read with ``weights_only=True``; only
-``argparse.Namespace`` is allowed besides tensors and containers.
+``'args'``). They are read with ``weights_only=True``
+(:func:`localvit_mm.utils.safe_load`): ``argparse.Namespace`` is allowed
+besides tensors and containers.
 
 Each model family is a :class:`Family`: a test on the keys, a key mapping and
 an arch detector. The locality FFN, an ``nn.Sequential`` called
@@ -35,7 +36,6 @@ refused.
 """
 import argparse
 import math
-import pickle
 import re
 import sys
 from dataclasses import dataclass
@@ -43,28 +43,27 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from localvit_mm.utils import (UserInputError, build_model, load_config,
+                               run_main, safe_load)
+
 Weights = Dict[str, torch.Tensor]
 
 
 def load_official(path: str, ema: bool = False) -> Weights:
     """Read the weights of an official release file without unsafe pickles."""
-    torch.serialization.add_safe_globals([argparse.Namespace])
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        raise SystemExit(f'{path}: refusing to unpickle objects other than '
-                         f'tensors and argparse.Namespace ({first})')
+    ckpt = safe_load(path, map_location='cpu')
     key = 'model_ema' if ema else 'model'
     if isinstance(ckpt, dict) and key in ckpt:
         return dict(ckpt[key])
     if ema:
-        raise SystemExit(f'{path} holds no "model_ema" weights')
+        raise UserInputError(f'{path} holds no "model_ema" weights: convert '
+                             'it without --ema')
     if isinstance(ckpt, dict) and all(
             isinstance(v, torch.Tensor) for v in ckpt.values()):
         return dict(ckpt)
-    raise SystemExit(f'{path} is not a LocalViT release file: no "model" '
-                     'entry')
+    raise UserInputError(f'{path} is not a LocalViT release file: no "model" '
+                         'entry (a checkpoint of tools/train.py needs no '
+                         'conversion)')
 
 
 def _module_kind(weights: Weights, prefix: str) -> str:
@@ -595,10 +594,8 @@ def check_config(config: str, state_dict: Weights) -> Optional[object]:
     Returns:
         The config's backbone ``arch``.
     """
-    from mmengine.config import Config
-    from mmpretrain.apis import get_model
-    cfg = Config.fromfile(config)
-    model_dict = get_model(cfg, device='cpu').state_dict()
+    cfg = load_config(config)
+    model_dict = build_model(cfg, config).state_dict()
     missing = sorted(set(model_dict) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(model_dict))
     shapes = sorted(f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
@@ -641,7 +638,7 @@ def main(argv: Optional[List[str]] = None):
                 f'({FAMILIES[family].describe(weights)}); pass --config')
     except ValueError as e:
         where = f' with {args.config}' if args.config else ''
-        raise SystemExit(f'cannot convert {args.src}{where}: {e}')
+        raise UserInputError(f'cannot convert {args.src}{where}: {e}')
     torch.save(
         dict(
             state_dict=state_dict,
@@ -651,4 +648,4 @@ def main(argv: Optional[List[str]] = None):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])
