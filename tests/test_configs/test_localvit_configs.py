@@ -31,6 +31,9 @@ EXPECTED_PARAMS = {
     'localvit-tiny-relu6-mlp6-nodw': 7_503_016,
     'localvit-tiny-mlp6': 7_779_544,  # relu6-mlp6 + 12 * (9 * 1152 + 4)
     'deit-tiny-mlp6': 7_491_496,  # deit-tiny + 12 * 147_840
+    # LIFE q/k/v projections: + 12 * 32 * 192 (the paper's 5.54M -> 5.62M)
+    'localvit-tiny-life': 5_982_424,
+    'deit-tiny-life': 5_791_144,
 }
 # Those given to 0.01M only (paper Tables 2-4).
 EXPECTED_MILLIONS = {

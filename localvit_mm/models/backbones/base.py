@@ -3,10 +3,12 @@
 A backbone is an attention type and a macro structure (a plain stack, a
 pyramid, a transformer in a transformer) on top of the shared block and
 locality FFN. Everything else lives here: the arch table lookup, the FFN
-options of the arch merged with the user's, freezing, ``norm_eval``,
-activation checkpointing, the official initialization and (through
-:class:`DeployMixin`) ``switch_to_deploy``.
+options of the arch merged with the user's, the user's attention options
+(``attn_cfg``, e.g. LIFE) added to every block's attention, freezing,
+``norm_eval``, activation checkpointing, the official initialization and
+(through :class:`DeployMixin`) ``switch_to_deploy``.
 """
+import difflib
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -24,6 +26,9 @@ FFN_KEYS = frozenset({
     'act_cfg', 'channel_attention', 'kernel_size', 'with_dw_conv', 'norm_cfg',
     'mlp_ratio', 'deploy', 'fused'
 })
+# Options of the blocks' attention a config may set through ``attn_cfg``:
+# ``qkv_proj='life'`` puts locality into the q/k/v projection.
+ATTN_KEYS = frozenset({'qkv_proj'})
 
 
 def se_ffn(reduction: Union[int, str]) -> dict:
@@ -54,6 +59,10 @@ class LocalViTBackbone(DeployMixin, BaseModule):
         init_cfg (dict | list[dict], optional): Applied after the official
             initialization, e.g. ``dict(type='Pretrained', ...)``.
             Defaults to None.
+        attn_cfg (dict, optional): Options added to every block's attention
+            (keys of ``ATTN_KEYS``): ``dict(qkv_proj='life')`` gives each
+            q/k/v projection LIFE's locality, independently of the locality
+            FFN. Defaults to None.
     """
 
     arch_zoo: dict = {}
@@ -67,11 +76,17 @@ class LocalViTBackbone(DeployMixin, BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
-                 init_cfg: Optional[Union[dict, list]] = None):
+                 init_cfg: Optional[Union[dict, list]] = None,
+                 attn_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        unknown = set(attn_cfg or {}) - ATTN_KEYS
+        if unknown:
+            raise ValueError(f'unknown attn_cfg keys {sorted(unknown)}; '
+                             f'allowed: {sorted(ATTN_KEYS)}')
+        self.attn_options = dict(attn_cfg or {})
 
     def parse_arch(self, arch: Union[str, dict],
                    required: Sequence[str]) -> dict:
@@ -79,12 +94,17 @@ class LocalViTBackbone(DeployMixin, BaseModule):
         holds every ``required`` key."""
         if isinstance(arch, str):
             if arch.lower() not in self.arch_zoo:
+                close = difflib.get_close_matches(arch.lower(),
+                                                  sorted(self.arch_zoo), 1)
+                fix = f'did you mean {close[0]!r}?' if close else \
+                    f'use one of them or a dict with {sorted(required)}'
                 raise ValueError(f'arch {arch!r} is not one of '
-                                 f'{sorted(self.arch_zoo)}')
+                                 f'{sorted(self.arch_zoo)}: {fix}')
             return dict(self.arch_zoo[arch.lower()])
         missing = set(required) - set(arch)
         if missing:
-            raise ValueError(f'custom arch misses {sorted(missing)}')
+            raise ValueError(f'custom arch misses {sorted(missing)}: add '
+                             'them to the arch dict')
         return dict(arch)
 
     @staticmethod
@@ -94,9 +114,17 @@ class LocalViTBackbone(DeployMixin, BaseModule):
         by the user's ``ffn_cfg``, whose keys are checked."""
         unknown = set(ffn_cfg or {}) - FFN_KEYS
         if unknown:
+            close = difflib.get_close_matches(
+                min(unknown), sorted(FFN_KEYS), 1)
+            fix = f': did you mean {close[0]!r}?' if close else ''
             raise ValueError(f'unknown ffn_cfg keys {sorted(unknown)}; '
-                             f'allowed: {sorted(FFN_KEYS)}')
+                             f'allowed: {sorted(FFN_KEYS)}{fix}')
         return dict(arch_ffn or {}, **(ffn_cfg or {}))
+
+    def block_attn_cfg(self, attn_type: str, **options) -> dict:
+        """The ``attn_cfg`` of a block: the attention type and the options
+        the backbone sets, then the user's ``attn_cfg``."""
+        return dict(type=attn_type, **options, **self.attn_options)
 
     def set_outputs(self,
                     out_indices: Union[int, Sequence[int]],
@@ -113,7 +141,8 @@ class LocalViTBackbone(DeployMixin, BaseModule):
             else list(out_indices)
         if any(not -num_outputs <= i < num_outputs for i in indices):
             raise ValueError(f'out_indices {indices} out of range for '
-                             f'{num_outputs} {unit}')
+                             f'{num_outputs} {unit}: use indices in '
+                             f'{-num_outputs}..{num_outputs - 1}')
         self.out_type = out_type
         self.out_indices = sorted({i % num_outputs for i in indices})
 

@@ -62,6 +62,10 @@ class LocalViT(LocalViTBackbone):
             ratio of every block's feed-forward) and ``deploy`` (build the
             BatchNorm-free form of :meth:`switch_to_deploy`). Defaults to
             None.
+        attn_cfg (dict, optional): Options of every block's attention:
+            ``dict(qkv_proj='life')`` builds LIFE q/k/v projections (alone
+            on a ``deit-*`` arch, with the locality FFN otherwise).
+            Defaults to None.
         drop_rate (float): Dropout after the position embedding.
             Defaults to 0.
         drop_path_rate (float): Stochastic depth, linear from 0 over depth;
@@ -156,6 +160,7 @@ class LocalViT(LocalViTBackbone):
                  in_channels: int = 3,
                  locality_layers: Optional[Sequence[int]] = None,
                  ffn_cfg: Optional[dict] = None,
+                 attn_cfg: Optional[dict] = None,
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  qkv_bias: bool = True,
@@ -170,7 +175,8 @@ class LocalViT(LocalViTBackbone):
                  interpolate_mode: str = 'bicubic',
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
+        super().__init__(
+            frozen_stages, norm_eval, with_cp, init_cfg, attn_cfg=attn_cfg)
         self.arch_settings = self.parse_arch(
             arch, ('embed_dims', 'num_layers', 'num_heads'))
         self.arch_settings.setdefault('mlp_ratio', 4)
@@ -211,7 +217,7 @@ class LocalViT(LocalViTBackbone):
                 self.embed_dims,
                 self.arch_settings['num_heads'],
                 mlp_ratio=mlp_ratio,
-                attn_cfg=dict(type='Attention', qkv_bias=qkv_bias),
+                attn_cfg=self.block_attn_cfg('Attention', qkv_bias=qkv_bias),
                 drop_path_rate=dpr[i],
                 with_locality=i in locality,
                 ffn_cfg=block_ffn_cfg,

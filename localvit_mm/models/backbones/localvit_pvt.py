@@ -80,6 +80,10 @@ class LocalViTPVT(LocalViTBackbone):
             ``channel_attention``...); ``deploy=True`` builds the
             BatchNorm-free form of :meth:`switch_to_deploy`. Ignored by the
             ``pvt-*`` archs, which have no locality FFN. Defaults to None.
+        attn_cfg (dict, optional): Options of every block's attention:
+            ``dict(qkv_proj='life')`` builds LIFE projections (``q`` on the
+            stage lattice, ``kv`` on the reduced one), on a ``pvt-*`` arch
+            too. Defaults to None.
         interpolate_mode (str): Mode of the position-embedding resize.
             Defaults to ``'bilinear'``.
         frozen_stages (int): Freeze (no grad, eval mode) the first
@@ -126,6 +130,7 @@ class LocalViTPVT(LocalViTBackbone):
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.1,
                  ffn_cfg: Optional[dict] = None,
+                 attn_cfg: Optional[dict] = None,
                  interpolate_mode: str = 'bilinear',
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
@@ -133,7 +138,8 @@ class LocalViTPVT(LocalViTBackbone):
                  init_cfg: Optional[dict] = None):
         if isinstance(init_cfg, dict) and 'type' not in init_cfg:
             init_cfg = dict(init_cfg, type='Pretrained')  # mmdet PVT style
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
+        super().__init__(
+            frozen_stages, norm_eval, with_cp, init_cfg, attn_cfg=attn_cfg)
         cfg = self._arch_settings(arch, embed_dims, num_layers, num_heads,
                                   mlp_ratios, sr_ratios)
         self.embed_dims = cfg['embed_dims']
@@ -181,8 +187,8 @@ class LocalViTPVT(LocalViTBackbone):
                         dims,
                         cfg['num_heads'][i],
                         cfg['mlp_ratios'][i],
-                        attn_cfg=dict(
-                            type='SpatialReductionAttention',
+                        attn_cfg=self.block_attn_cfg(
+                            'SpatialReductionAttention',
                             qkv_bias=qkv_bias,
                             sr_ratio=cfg['sr_ratios'][i]),
                         drop_path_rate=dpr[start + j],

@@ -56,9 +56,10 @@ class PatchMerging(nn.Module):
         B, _, C = x.shape
         H, W = hw_shape
         x = x.view(B, H, W, C)
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
         h, w = (H + 1) // 2, (W + 1) // 2
+        # An exported graph pads (maybe by 0) for every input size.
+        if torch.compiler.is_exporting() or H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, 2 * w - W, 0, 2 * h - H))
         # (B, h, dh, w, dw, C) -> (B, h, w, dw, dh, C): the channel blocks run
         # (dh, dw) = (0, 0), (1, 0), (0, 1), (1, 1)
         x = x.view(B, h, 2, w, 2, C).permute(0, 1, 3, 4, 2, 5)
@@ -110,6 +111,10 @@ class LocalViTSwin(LocalViTBackbone):
         ffn_cfg (dict, optional): Overrides of the locality FFN arguments
             (``norm_cfg=dict(type='SyncBN')``, ``act_cfg``, ``deploy``...).
             Defaults to None.
+        attn_cfg (dict, optional): Options of every block's attention:
+            ``dict(qkv_proj='life')`` builds LIFE projections that convolve
+            each stage's whole lattice before the windows are cut.
+            Defaults to None.
         frozen_stages (int): Freeze the patch embedding (0) and the first
             ``frozen_stages`` stages with their output norms; -1 freezes
             nothing. Defaults to -1.
@@ -144,11 +149,13 @@ class LocalViTSwin(LocalViTBackbone):
                  drop_path_rate: float = 0.1,
                  out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  ffn_cfg: Optional[dict] = None,
+                 attn_cfg: Optional[dict] = None,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
+        super().__init__(
+            frozen_stages, norm_eval, with_cp, init_cfg, attn_cfg=attn_cfg)
         self.arch_settings = self.parse_arch(
             arch, ('embed_dims', 'depths', 'num_heads'))
         depths = self.arch_settings['depths']
@@ -186,8 +193,8 @@ class LocalViTSwin(LocalViTBackbone):
                     dims,
                     heads,
                     mlp_ratio,
-                    attn_cfg=dict(
-                        type='WindowAttention',
+                    attn_cfg=self.block_attn_cfg(
+                        'WindowAttention',
                         window_size=window_size,
                         shift_size=0 if j % 2 == 0 else window_size // 2,
                         qkv_bias=qkv_bias),

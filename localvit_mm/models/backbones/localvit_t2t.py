@@ -230,6 +230,10 @@ class LocalViTT2T(LocalViTBackbone):
             token layers' FFNs too. Defaults to None.
         token_ffn_cfg (dict, optional): Overrides of the token layers' FFN
             options. Defaults to None.
+        attn_cfg (dict, optional): Options of the blocks' attention:
+            ``dict(qkv_proj='life')`` builds LIFE q/k/v projections (the
+            token layers' performers keep their ``kqv`` Linear: they change
+            the channel count). Defaults to None.
         kernel_ratio (float): Performer random features per token channel.
             Defaults to 0.5.
         qk_scale (float, optional): Scale of the blocks' attention logits;
@@ -292,6 +296,7 @@ class LocalViTT2T(LocalViTBackbone):
                  in_channels: int = 3,
                  ffn_cfg: Optional[dict] = None,
                  token_ffn_cfg: Optional[dict] = None,
+                 attn_cfg: Optional[dict] = None,
                  kernel_ratio: float = 0.5,
                  qk_scale: Optional[float] = None,
                  token_drop_rate: float = 0.1,
@@ -309,7 +314,8 @@ class LocalViTT2T(LocalViTBackbone):
             frozen_stages=frozen_stages,
             norm_eval=norm_eval,
             with_cp=with_cp,
-            init_cfg=init_cfg)
+            init_cfg=init_cfg,
+            attn_cfg=attn_cfg)
         settings = dict(
             dict(
                 mlp_ratio=2,
@@ -349,8 +355,8 @@ class LocalViTT2T(LocalViTBackbone):
                 self.embed_dims,
                 settings['num_heads'],
                 mlp_ratio=mlp_ratio,
-                attn_cfg=dict(
-                    type='Attention', qkv_bias=False, qk_scale=qk_scale),
+                attn_cfg=self.block_attn_cfg(
+                    'Attention', qkv_bias=False, qk_scale=qk_scale),
                 drop_path_rate=drop_path_rate * i /
                 max(self.num_layers - 1, 1),
                 with_locality=with_locality,

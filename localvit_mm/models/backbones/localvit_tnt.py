@@ -45,8 +45,8 @@ class TNTBlock(BaseModule):
         inner_num_heads (int): Heads of the inner attention.
         mlp_ratio (float): Expansion of the outer FFN. Defaults to 4.
         inner_mlp_ratio (float): Expansion of the inner MLP. Defaults to 4.
-        qkv_bias (bool): Bias of the ``qk`` and ``v`` projections.
-            Defaults to False.
+        attn_cfg (dict, optional): The attention of both blocks; None is
+            :class:`TNTAttention` without biases. Defaults to None.
         drop_path_rate (float): Stochastic depth of this layer (inner and
             outer alike, as officially). Defaults to 0.
         with_locality (bool): Locality FFN in the outer block.
@@ -64,14 +64,14 @@ class TNTBlock(BaseModule):
                  inner_num_heads: int,
                  mlp_ratio: float = 4.,
                  inner_mlp_ratio: float = 4.,
-                 qkv_bias: bool = False,
+                 attn_cfg: Optional[dict] = None,
                  drop_path_rate: float = 0.,
                  with_locality: bool = True,
                  ffn_cfg: Optional[dict] = None,
                  norm_eps: float = 1e-5):
         super().__init__()
         self.pixel_shape = tuple(pixel_shape)
-        attn_cfg = dict(type='TNTAttention', qkv_bias=qkv_bias)
+        attn_cfg = attn_cfg or dict(type='TNTAttention', qkv_bias=False)
         self.inner = LocalViTBlock(
             inner_dims,
             inner_num_heads,
@@ -163,6 +163,10 @@ class LocalViTTNT(LocalViTBackbone):
             ``with_dw_conv``, ``norm_cfg``, ``mlp_ratio``, ``deploy``,
             ``fused``); a ``tnt-*`` baseline takes only ``mlp_ratio``.
             Defaults to None.
+        attn_cfg (dict, optional): Options of the inner and outer attention:
+            ``dict(qkv_proj='life')`` builds one LIFE ``qkv`` in each, on the
+            pixel lattice of a patch and on the patch lattice.
+            Defaults to None.
         drop_rate (float): Dropout after the patch position embedding.
             Defaults to 0.
         drop_path_rate (float): Stochastic depth, linear from 0 over the
@@ -207,6 +211,7 @@ class LocalViTTNT(LocalViTBackbone):
                  in_channels: int = 3,
                  pixel_stride: int = 4,
                  ffn_cfg: Optional[dict] = None,
+                 attn_cfg: Optional[dict] = None,
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  qkv_bias: bool = False,
@@ -219,7 +224,8 @@ class LocalViTTNT(LocalViTBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
+        super().__init__(
+            frozen_stages, norm_eval, with_cp, init_cfg, attn_cfg=attn_cfg)
         arch = self.parse_arch(arch, ('embed_dims', 'inner_dims', 'num_layers',
                                       'num_heads', 'inner_num_heads'))
         defaults = dict(
@@ -273,7 +279,8 @@ class LocalViTTNT(LocalViTBackbone):
                 arch['inner_num_heads'],
                 mlp_ratio,
                 arch['inner_mlp_ratio'],
-                qkv_bias=qkv_bias,
+                attn_cfg=self.block_attn_cfg(
+                    'TNTAttention', qkv_bias=qkv_bias),
                 drop_path_rate=dpr[i],
                 with_locality=with_locality,
                 ffn_cfg=block_ffn,
@@ -307,7 +314,8 @@ class LocalViTTNT(LocalViTBackbone):
         with the class token (B, 1 + h*w, C) and the patch lattice (h, w)."""
         p = self.patch_size
         pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
-        if pad_h or pad_w:
+        # An exported graph pads (maybe by 0) for every input size.
+        if torch.compiler.is_exporting() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         pixels, (H, W) = self.pixel_embed(x)  # conv over the whole image
         k = self.pixel_shape[0]

@@ -2,6 +2,7 @@ from .attention import (Attention, SpatialReductionAttention, check_heads,
                         merge_heads, split_heads)
 from .channel_attention import ECALayer, SELayer, build_channel_attention
 from .lattice import lattice_to_tokens, tokens_to_lattice
+from .life import LIFE, build_qkv_proj, parse_qkv_proj, run_qkv_proj
 from .locality_ffn import LocalityFeedForward
 from .patch_embed import PatchEmbed
 from .performer import PerformerAttention
@@ -16,5 +17,6 @@ __all__ = [
     'LocalityFeedForward', 'LocalViTBlock', 'Mlp', 'build_attention',
     'check_heads', 'merge_heads', 'split_heads', 'PatchEmbed',
     'load_pos_embed', 'num_extra_positions', 'resize_pos_embed',
-    'PerformerAttention', 'TNTAttention', 'WindowAttention'
+    'PerformerAttention', 'TNTAttention', 'WindowAttention', 'LIFE',
+    'build_qkv_proj', 'parse_qkv_proj', 'run_qkv_proj'
 ]

@@ -48,8 +48,11 @@ class PatchEmbed(nn.Module):
         """(B, C, H, W) -> tokens (B, h*w, D) and the lattice (h, w)."""
         if self.pad:
             s = self.stride
-            pad_h, pad_w = -x.shape[2] % s, -x.shape[3] % s
-            if pad_h or pad_w:
+            # Up to whole strides, by ceil division: under torch.export the
+            # lattice size then stays a short symbolic expression, and the
+            # graph pads (maybe by 0) for every input size.
+            pad_h, pad_w = ((n + s - 1) // s * s - n for n in x.shape[2:])
+            if torch.compiler.is_exporting() or pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x)
         hw_shape = tuple(x.shape[2:])

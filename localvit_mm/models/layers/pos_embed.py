@@ -34,9 +34,11 @@ def resize_pos_embed(pos_embed: torch.Tensor,
 
     Returns:
         Tensor: (1, num_extra_tokens + h*w, C); the input itself when the
-        lattices are equal.
+        lattices are equal (but under ``torch.export``, whose graph must
+        resize for every input size).
     """
-    if tuple(src_shape) == tuple(dst_shape):
+    if not torch.compiler.is_exporting() and \
+            tuple(src_shape) == tuple(dst_shape):
         return pos_embed
     extra, grid = pos_embed.split(
         [num_extra_tokens, pos_embed.shape[1] - num_extra_tokens], dim=1)

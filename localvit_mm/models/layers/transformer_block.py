@@ -59,7 +59,10 @@ class LocalViTBlock(BaseModule):
             :data:`~localvit_mm.registry.ATTENTIONS` and its arguments besides
             ``embed_dims`` and ``num_heads``, e.g.
             ``dict(type='SpatialReductionAttention', sr_ratio=8)``. None is
-            ViT attention with a fused, biased ``qkv``. Defaults to None.
+            ViT attention with a fused, biased ``qkv``. Every attention takes
+            ``qkv_proj='life'``, which puts locality into its q/k/v
+            projection (:class:`~.LIFE`), with or without the locality FFN.
+            Defaults to None.
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
         with_locality (bool): Locality FFN or plain MLP. Defaults to True.
         ffn_cfg (dict, optional): Extra arguments of

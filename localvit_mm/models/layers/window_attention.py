@@ -7,7 +7,7 @@ with a learned relative position bias and rolls and crops back. The bias and
 the shift mask reach ``F.scaled_dot_product_attention`` as one additive
 ``attn_mask``.
 """
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ...registry import ATTENTIONS
 from .attention import check_heads
+from .life import LIFE, build_qkv_proj
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -46,6 +47,22 @@ def relative_position_index(window_size: int) -> torch.Tensor:
             indexing='ij')).flatten(1)  # 2, N
     offset = coords[:, :, None] - coords[:, None, :] + window_size - 1
     return offset[0] * (2 * window_size - 1) + offset[1]
+
+
+def roll_lattice(x: torch.Tensor, shift) -> torch.Tensor:
+    """``torch.roll`` of a (B, H, W, C) lattice by ``shift`` rows and
+    columns; a shift tensor (decided in an exported graph) rolls by
+    gathering."""
+    if not torch.is_tensor(shift):
+        return torch.roll(x, (shift, shift), dims=(1, 2)) if shift else x
+    for dim in (1, 2):
+        size = x.shape[dim]
+        index = torch.arange(size, device=x.device) - shift
+        # A tensor modulus: ONNX export takes no symbolic int one.
+        index = index.remainder(
+            torch.scalar_tensor(size, dtype=index.dtype, device=x.device))
+        x = x.index_select(dim, index)
+    return x
 
 
 def shift_mask(padded_shape: Sequence[int],
@@ -94,6 +111,12 @@ class WindowAttention(nn.Module):
         mask_value (float): Logit added between tokens of different regions
             of a shifted window (the official code adds -100, not -inf).
             Defaults to -100.
+        qkv_proj (str | dict): ``'linear'`` or ``'life'``: a
+            :class:`~.LIFE` ``qkv`` that convolves the whole H x W lattice
+            before it is padded, rolled and cut into windows, so q, k and v
+            see their true neighbours across window borders (the LIFE
+            release convolves inside each window instead); padded positions
+            then hold zero q, k and v. Defaults to 'linear'.
     """
 
     def __init__(self,
@@ -102,7 +125,8 @@ class WindowAttention(nn.Module):
                  window_size: int = 7,
                  shift_size: int = 0,
                  qkv_bias: bool = True,
-                 mask_value: float = -100.):
+                 mask_value: float = -100.,
+                 qkv_proj: Union[str, dict] = 'linear'):
         super().__init__()
         check_heads(embed_dims, num_heads)
         if not 0 <= shift_size < window_size:
@@ -119,7 +143,7 @@ class WindowAttention(nn.Module):
             'relative_position_index',
             relative_position_index(window_size),
             persistent=False)
-        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.qkv = build_qkv_proj(qkv_proj, embed_dims, 3, qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
     def relative_position_bias(self) -> torch.Tensor:
@@ -138,11 +162,22 @@ class WindowAttention(nn.Module):
         """Additive mask for SDPA: (heads, N, N), or (windows, heads, N, N)
         with the shift mask."""
         bias = self.relative_position_bias()
-        if shift:
+        if torch.is_tensor(shift) or shift:
             mask = shift_mask(padded_shape, self.window_size, shift,
                               bias.device, self.mask_value)
             bias = bias + mask[:, None].to(bias.dtype)
         return bias
+
+    def exported_shift(self,
+                       hw_shape: Sequence[int],
+                       device=None) -> torch.Tensor:
+        """:meth:`shift_for` computed in the graph, as a tensor: under
+        ``torch.export`` one graph serves every input size."""
+        H, W = hw_shape
+        # min(H, W) > window_size: the window size indexes both ranges.
+        fits = (torch.arange(H, device=device) == self.window_size).any() & \
+            (torch.arange(W, device=device) == self.window_size).any()
+        return fits.long() * self.shift_size
 
     def forward(self, x: torch.Tensor,
                 hw_shape: Sequence[int]) -> torch.Tensor:
@@ -152,28 +187,41 @@ class WindowAttention(nn.Module):
         if L != H * W:
             raise ValueError(f'{L} tokens do not fill a {H}x{W} lattice')
         ws = self.window_size
-        shift = self.shift_for(hw_shape)
-        x = x.view(B, H, W, C)
-        pad_b, pad_r = -H % ws, -W % ws
-        if pad_b or pad_r:
+        # An exported graph pads (maybe by 0) and crops for every input
+        # size, and decides the shift at run time.
+        exporting = torch.compiler.is_exporting()
+        if exporting and self.shift_size:
+            shift = self.exported_shift(hw_shape, x.device)
+        else:
+            shift = self.shift_for(hw_shape)
+        projected = isinstance(self.qkv, LIFE)
+        if projected:  # LIFE convolves the lattice before it is windowed
+            x = self.qkv(x, hw_shape)
+        x = x.view(B, H, W, -1)
+        # Up to whole windows, by ceil division (a short expression when
+        # the size is symbolic).
+        padded = ((H + ws - 1) // ws * ws, (W + ws - 1) // ws * ws)
+        pad_b, pad_r = padded[0] - H, padded[1] - W
+        if exporting or pad_b or pad_r:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        padded = (H + pad_b, W + pad_r)
-        if shift:
-            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
-        windows = window_partition(x, ws)  # B, nW, N, C
+        x = roll_lattice(x, -shift)
+        windows = window_partition(x, ws)  # B, nW, N, C (or 3C)
         nW, N = windows.shape[1:3]
+        qkv = windows if projected else self.qkv(windows)
         # 4-D SDPA (B * nW, heads, N, c): its fast kernels take no more dims
-        q, k, v = self.qkv(windows).view(B * nW, N, 3, self.num_heads,
-                                         -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(B * nW, N, 3, self.num_heads,
+                           -1).permute(2, 0, 3, 1, 4)
         attn_mask = self.attn_mask(padded, shift).to(q.dtype)
-        if shift:
+        if torch.is_tensor(shift) or shift:
             attn_mask = attn_mask.expand(B, -1, -1, -1,
                                          -1).reshape(B * nW, self.num_heads, N,
                                                      N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        x = window_merge(out.transpose(1, 2).reshape(B, nW, N, C), padded, ws)
-        if shift:
-            x = torch.roll(x, (shift, shift), dims=(1, 2))
-        if pad_b or pad_r:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask).transpose(1, 2)
+        if exporting:  # its strides differ between export and decomposition
+            out = out.clone(memory_format=torch.contiguous_format)
+        x = window_merge(out.reshape(B, nW, N, C), padded, ws)
+        x = roll_lattice(x, shift)
+        if exporting or pad_b or pad_r:
             x = x[:, :H, :W]
         return self.proj(x.reshape(B, L, C))
