@@ -1,6 +1,13 @@
+import os
 import os.path as osp
 import platform
+import shutil
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# What ``mim train / test / search localvit_mm`` read from an installed
+# package, in OpenMMLab's layout: localvit_mm/.mim/{configs,tools,...}.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 
 def readme():
@@ -24,13 +31,40 @@ def parse_requirements(fname):
         ]
 
 
+class BuildPyWithMim(build_py):
+    """``build_py`` that also copies the configs, tools and model index into
+    ``localvit_mm/.mim`` of the built package (wheels, and so ``pip
+    install .``), where mim looks for them. The source tree is left as it is;
+    an editable install reads them from the repository instead."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        target = osp.join(self.build_lib, 'localvit_mm', '.mim')
+        os.makedirs(target, exist_ok=True)
+        for name in MIM_FILES:
+            dst = osp.join(target, name)
+            if osp.isdir(name):
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(
+                    name,
+                    dst,
+                    ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+            else:
+                shutil.copyfile(name, dst)
+
+
 def extensions():
     """The fused CPU kernels ``localvit_mm._ext`` and their build command.
 
     Built when torch is importable at install time (``pip install
-    --no-build-isolation``, as tools/setup_env.sh does); without them the
-    locality FFN runs the same function with ATen ops.
+    --no-build-isolation``, as tools/setup_env.sh does) and
+    ``LOCALVIT_BUILD_EXT`` is not ``0``; without them the locality FFN runs
+    the same function with ATen ops.
     """
+    if os.environ.get('LOCALVIT_BUILD_EXT') == '0':
+        return dict()
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
@@ -46,6 +80,13 @@ def extensions():
         extra_compile_args=args,
         extra_link_args=['-fopenmp'])
     return dict(ext_modules=[ext], cmdclass=dict(build_ext=BuildExtension))
+
+
+def build_settings():
+    """Extension modules and commands: the kernels and the mim files."""
+    settings = extensions()
+    settings.setdefault('cmdclass', {})['build_py'] = BuildPyWithMim
+    return settings
 
 
 setup(
@@ -65,4 +106,4 @@ setup(
         'optional': parse_requirements('optional.txt'),
     },
     zip_safe=False,
-    **extensions())
+    **build_settings())

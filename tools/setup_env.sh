@@ -64,6 +64,10 @@ if ! python -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_
     step "build mmcv $MMCV_VERSION with $OPS ops (about 12 minutes on 2 cores, once per torch version)" \
       "Needs a C++17 compiler and the Python headers (apt-get install build-essential python3-dev); delete $WHEELS to retry from scratch."
     BUILD=$(mktemp -d)
+    # -g0: Python's build flags ask for debug info (-g), which more than
+    # doubles the compile time of mmcv's ops (25.7 s -> 10.5 s CPU for
+    # roi_align.cpp) and adds nothing to a wheel nobody debugs; -O3 stays.
+    CFLAGS="${CFLAGS:-} -g0" CXXFLAGS="${CXXFLAGS:-} -g0" \
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} python -m pip wheel -q --no-deps \
       --no-build-isolation --no-binary mmcv "mmcv==$MMCV_VERSION" -w "$BUILD"
     mkdir -p "$WHEELS"
@@ -78,6 +82,10 @@ step "install mmengine, mmpretrain, mmdet, mmsegmentation and the test tools" \
   "See requirements/constraints.txt for the tested versions."
 "${PIP[@]}" -c "$REQ/constraints.txt" -r "$REQ/mminstall.txt" -r "$REQ/runtime.txt" \
   -r "$REQ/tests.txt" -r "$REQ/optional.txt"
+# openmim's own requirements pin an old setuptools (through opendatalab) that
+# mmcv and torch cannot use; mim itself needs only requirements/openmim.txt.
+"${PIP[@]}" --no-deps -c "$REQ/constraints.txt" openmim
+"${PIP[@]}" -c "$REQ/constraints.txt" -r "$REQ/openmim.txt"
 
 step "install localvit_mm in editable mode (compiles its CPU kernels)" \
   "Needs a C++17 compiler; run 'pip install --no-build-isolation -e .' by hand to see the full error."
