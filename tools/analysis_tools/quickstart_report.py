@@ -22,6 +22,8 @@ import torch
 from mmengine.runner import Runner
 
 from localvit_mm.analysis import model_complexity
+from localvit_mm.analysis.curves import (curve_of, load_scalars, plot_curves,
+                                         scalars_files)
 from localvit_mm.utils import (latest_checkpoint, load_config,
                                register_safe_checkpoint_loader)
 
@@ -34,13 +36,8 @@ def read_run(work_dir):
         raise SystemExit(f'error: {work_dir} holds no finished run (config '
                          'dump and last_checkpoint): train it first')
     curve = []
-    for path in sorted(
-            glob.glob(osp.join(work_dir, '*/vis_data/scalars.json'))):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if 'accuracy/top1' in record:
-                    curve.append((record['step'], record['accuracy/top1']))
+    for path in scalars_files(work_dir):  # a resumed run continues the curve
+        curve += curve_of(load_scalars(path), 'accuracy/top1')
     return configs[0], checkpoint, curve
 
 
@@ -124,20 +121,11 @@ def main():
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=2)
     if args.out:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for row in rows:
-            steps, accs = zip(*row['curve']) if row['curve'] else ((), ())
-            ax.plot(steps, accs, marker='o', label=row['name'])
-        ax.set_xlabel('iteration')
-        ax.set_ylabel('validation top-1 (%)')
-        ax.set_title('Fashion-MNIST, same budget')
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.out, dpi=120)
+        curves = {row['name']: {'accuracy/top1': row['curve']} for row in rows}
+        plot_curves(
+            curves, ['accuracy/top1'],
+            args.out,
+            title='Fashion-MNIST, same budget')
         print(f'curves: {args.out}')
 
 
