@@ -37,3 +37,18 @@ def fashion_mnist():
     result = run_tool('bash', 'tools/data/prepare_fashion_mnist.sh')
     assert result.returncode == 0, result.stderr
     return osp.join(REPO, 'data', 'fashion_mnist')
+
+
+@pytest.fixture
+def restore_default_scope():
+    """Undo what a test does to mmengine's global default scope.
+
+    ``load_config`` registers the config's codebase and makes its scope the
+    default, as a tool (one config per process) wants; a test that loads
+    configs of several codebases in-process would otherwise leave, say,
+    mmseg as the default scope for the tests that follow.
+    """
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict = saved

@@ -17,6 +17,8 @@ from localvit_mm.analysis.model_table import (cached_package_metafiles,
                                               same_as_paper)
 from localvit_mm.utils import load_config
 
+pytestmark = pytest.mark.usefixtures('restore_default_scope')
+
 ZOO = load_zoo(REPO)
 BY_CONFIG = {entry.config: entry for entry in ZOO}
 CONFIGS = find_configs(REPO)

@@ -19,6 +19,8 @@ from localvit_mm.models.backbones import (LocalViT, LocalViTPVT, LocalViTSwin,
 from localvit_mm.models.layers import resize_pos_embed
 from localvit_mm.utils import UserInputError, run_main
 
+pytestmark = pytest.mark.usefixtures('restore_default_scope')
+
 # Two layers over 3 tokens, two heads each. Layer 1: the identity and the
 # cyclic shift P (mean (I + P) / 2); layer 2: two heads whose mean is
 # [[0, .5, .5], [1, 0, 0], [0, 1, 0]].

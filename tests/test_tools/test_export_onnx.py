@@ -19,6 +19,8 @@ from localvit_mm.models.build import (build_model_from_config, flatten_tensors,
                                       forward_tensors)
 from localvit_mm.utils import UserInputError, load_config
 
+pytestmark = pytest.mark.usefixtures('restore_default_scope')
+
 TOOL = osp.join(REPO, 'tools/deployment/export_onnx.py')
 DETECTOR = osp.join(
     REPO, 'configs/detection/retinanet_localvit-pvt-t_fpn_deepforest.py')

@@ -13,6 +13,8 @@ from localvit_mm.analysis.model_table import cached_package_metafiles, load_zoo
 from localvit_mm.models.layers import Attention
 from localvit_mm.utils import load_config
 
+pytestmark = pytest.mark.usefixtures('restore_default_scope')
+
 
 def test_attention_matmuls_are_counted():
     from mmengine.analysis import get_model_complexity_info
