@@ -20,6 +20,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
 from ..utils.errors import UserInputError
+from ..utils.launch import latest_checkpoint
 
 PARTIAL_SUFFIX = '.partial'
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -164,11 +165,9 @@ class AtomicCheckpointHook(CheckpointHook):
     def _raise_disk_full(self, runner, filename, error):
         needed = getattr(error, 'needed_bytes', 0)
         free = shutil.disk_usage(self.out_dir).free
-        record = osp.join(runner.work_dir, 'last_checkpoint')
-        previous = 'no checkpoint was saved before'
-        if osp.isfile(record):
-            with open(record) as f:
-                previous = f'{f.read().strip()} is intact'
+        last = latest_checkpoint(runner.work_dir)
+        previous = f'{last} is intact' if last else \
+            'no checkpoint was saved before'
         raise DiskFullError(
             f'no space left to save {filename} in work dir {self.out_dir}: '
             f'it needs {_megabytes(needed)}, {_megabytes(free)} are free '

@@ -5,12 +5,12 @@ NaN weights. This hook runs right after each training iteration, before the
 checkpoint hook, so the diverged weights are never saved.
 """
 import math
-import os.path as osp
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from ..utils.errors import UserInputError
+from ..utils.launch import latest_checkpoint
 
 
 class NonFiniteLossError(UserInputError):
@@ -47,11 +47,9 @@ class NonFiniteLossHook(Hook):
         where = f'iteration {runner.iter + 1}'
         if runner.train_loop.__class__.__name__ == 'EpochBasedTrainLoop':
             where = f'epoch {runner.epoch + 1}, {where}'
-        record = osp.join(runner.work_dir, 'last_checkpoint')
-        last = 'no checkpoint was saved yet'
-        if osp.isfile(record):
-            with open(record) as f:
-                last = f'the last good checkpoint is {f.read().strip()}'
+        last = latest_checkpoint(runner.work_dir)
+        last = f'the last good checkpoint is {last}' if last else \
+            'no checkpoint was saved yet'
         raise NonFiniteLossError(
             f'loss is not finite at {where} ({terms}): training stopped '
             f'before saving the diverged weights; {last}; lower the learning '

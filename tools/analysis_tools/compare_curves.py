@@ -12,12 +12,11 @@ key, one line per run, the legend names the runs (the work dir names unless
 import argparse
 import json
 import os.path as osp
-import sys
 from typing import List, Optional
 
 from localvit_mm.analysis.curves import (curve_of, load_scalars, plot_curves,
                                          scalars_files, step_unit)
-from localvit_mm.utils import UserInputError
+from localvit_mm.utils import UserInputError, run_main
 
 
 def newest_run(work_dir: str) -> str:
@@ -107,8 +106,4 @@ def main(argv: Optional[List[str]] = None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -36,7 +36,6 @@ import contextlib
 import importlib.util
 import os.path as osp
 import statistics
-import sys
 import time
 import warnings
 from typing import List, Optional
@@ -50,7 +49,7 @@ import torch.nn as nn
 from localvit_mm.models import has_deploy_mode, switch_to_deploy
 from localvit_mm.models.build import build_model_from_config, flatten_tensors
 from localvit_mm.models.layers import LocalityFeedForward
-from localvit_mm.utils import UserInputError, load_config, safe_load
+from localvit_mm.utils import UserInputError, load_config, run_main, safe_load
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -352,8 +351,4 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -19,7 +19,6 @@ import hashlib
 import io
 import os
 import os.path as osp
-import sys
 import tempfile
 import warnings
 from typing import List, Optional
@@ -30,7 +29,7 @@ import torch
 
 from localvit_mm.models.build import (build_model_from_config, flatten_tensors,
                                       forward_tensors)
-from localvit_mm.utils import UserInputError, load_config, safe_load
+from localvit_mm.utils import UserInputError, load_config, run_main, safe_load
 
 KEPT = ('meta', 'state_dict')
 
@@ -171,8 +170,4 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    run_main(main)
