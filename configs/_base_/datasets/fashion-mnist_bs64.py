@@ -12,7 +12,15 @@ data_preprocessor = dict(
 )
 
 train_pipeline = [dict(type='PackInputs')]
-test_pipeline = [dict(type='PackInputs')]
+# The dataset gives 28x28 grey arrays; the inferencers read image files as
+# BGR colour of any size. Both end as one 28x28 grey channel: grey with
+# weights (1, 2, 1) (always applied at prob=1; exact on grey pixels, a no-op
+# on the dataset's arrays), then 28x28 (a plain copy at that size).
+test_pipeline = [
+    dict(type='RandomGrayscale', prob=1.0, channel_weights=(1, 2, 1)),
+    dict(type='Resize', scale=(28, 28)),
+    dict(type='PackInputs')
+]
 
 train_dataloader = dict(
     batch_size=64,
