@@ -1,5 +1,8 @@
+import contextlib
+import io
 import os
 import os.path as osp
+import runpy
 import subprocess
 import sys
 
@@ -29,6 +32,20 @@ def run_tool(*args, env=None, timeout=900):
         capture_output=True,
         text=True,
         timeout=timeout)
+
+
+def run_cli(script, *args):
+    """A tool's ``__main__`` in this process: its exit status and what it
+    wrote to stderr."""
+    argv, stderr = sys.argv, io.StringIO()
+    sys.argv = [script, *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as exit_info, \
+                contextlib.redirect_stderr(stderr):
+            runpy.run_path(osp.join(REPO, script), run_name='__main__')
+    finally:
+        sys.argv = argv
+    return exit_info.value.code, stderr.getvalue()
 
 
 @pytest.fixture(scope='session')

@@ -6,18 +6,14 @@ command line, without the interpreter start); real processes check the
 launchers' arguments and a 2-process launch, whose error must appear once
 and alone (tests/test_tools/test_train_tools.py checks single processes).
 """
-import contextlib
-import io
 import os.path as osp
-import runpy
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_tool
+from conftest import REPO, run_cli, run_tool
 from mmengine.dataset import pseudo_collate
 from short_runs import LENET
 from torch.utils.data import DataLoader
@@ -29,20 +25,6 @@ QUICK = osp.join(REPO, 'configs/quickstart/localvit-tiny_2xb32_'
                  'fashion-mnist.py')
 ARCHS = ("['base', 'deit-small', 'deit-tiny', 'small', 'tiny', "
          "'tiny-relu6-mlp6', 'tiny-se4']")
-
-
-def run_cli(script, *args):
-    """A tool's ``__main__`` in this process: its exit status and what it
-    wrote to stderr."""
-    argv, stderr = sys.argv, io.StringIO()
-    sys.argv = [script, *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as exit_info, \
-                contextlib.redirect_stderr(stderr):
-            runpy.run_path(osp.join(REPO, script), run_name='__main__')
-    finally:
-        sys.argv = argv
-    return exit_info.value.code, stderr.getvalue()
 
 
 @pytest.fixture

@@ -5,20 +5,16 @@ The planted checkpoint is a real attack: real weights plus an object whose
 unpickling runs ``touch MARKER`` through ``os.system`` (a control test shows
 that plain ``torch.load(weights_only=False)`` does create the marker).
 """
-import contextlib
 import functools
 import http.server
-import io
 import os
 import os.path as osp
-import runpy
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import REPO, run_tool
+from conftest import REPO, run_cli, run_tool
 from short_runs import LENET, short_run
 
 import localvit_mm  # noqa: F401 (what registers the safe loaders)
@@ -114,20 +110,6 @@ def test_the_plant_runs_code_when_unpickled_unsafely(tmp_path):
     torch.save({'meta': Plant(marker)}, tmp_path / 'control.pth')
     torch.load(tmp_path / 'control.pth', weights_only=False)
     assert marker.exists()
-
-
-def run_cli(script, *args):
-    """A tool's ``__main__`` in this process: its exit status and what it
-    wrote to stderr."""
-    argv, stderr = sys.argv, io.StringIO()
-    sys.argv = [script, *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as exit_info, \
-                contextlib.redirect_stderr(stderr):
-            runpy.run_path(osp.join(REPO, script), run_name='__main__')
-    finally:
-        sys.argv = argv
-    return exit_info.value.code, stderr.getvalue()
 
 
 @pytest.mark.parametrize(
