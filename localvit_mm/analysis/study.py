@@ -27,8 +27,8 @@ def markdown_table(grid: Grid, models: Sequence[str],
                    sizes: Sequence[int]) -> str:
     """One row per model, one column per training-set size; each cell is
     ``mean ± std`` top-1 (%) over the seeds; a missing run is ``-``."""
-    header = '| model | ' + ' | '.join(f'{size:,} images'
-                                        for size in sizes) + ' |'
+    columns = ' | '.join(f'{size:,} images' for size in sizes)
+    header = f'| model | {columns} |'
     lines = [header, '|---' * (len(sizes) + 1) + '|']
     for model in models:
         cells = []
