@@ -29,6 +29,7 @@ from localvit_mm.utils import UserInputError, load_config, run_main
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'small_data')
+TRAIN = osp.join(ROOT, 'tools', 'train.py')
 MODELS = {
     'DeiT-T': 'deit-tiny',
     'LocalViT-T w/o DW': 'localvit-tiny-nodw',
@@ -69,15 +70,9 @@ def train_one(model, size, seed, iters, work_dir, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1')
     start = time.perf_counter()
     with open(osp.join(work_dir, 'train.log'), 'w') as log:
+        command = [sys.executable, TRAIN, config, '--work-dir', work_dir]
         status = subprocess.run(
-            [
-                sys.executable,
-                osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir',
-                work_dir
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
+            command, cwd=ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT).returncode
     if status != 0:
         raise UserInputError(
@@ -151,8 +146,8 @@ def main():
     if args.iters < 1 or args.jobs < 1:
         raise UserInputError('--iters and --jobs must be 1 or more')
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    runs = [(model, size, seed) for size in args.sizes
-            for model in args.models for seed in args.seeds]
+    runs = [(model, size, seed) for size in args.sizes for model in args.models
+            for seed in args.seeds]
 
     def work_dir_of(model, size, seed):
         return osp.join(args.work_dir, MODELS[model], f'n{size}',
@@ -162,16 +157,17 @@ def main():
     for run in runs:
         done = finished(work_dir_of(*run), args.iters)
         results.append(done) if done else todo.append(run)
-    print(f'{len(runs)} runs ({len(results)} already finished), {args.iters} '
-          f'iterations of batch 64 each, {args.jobs} at a time with '
-          f'{threads} thread(s)', flush=True)
+    print(
+        f'{len(runs)} runs ({len(results)} already finished), {args.iters} '
+        f'iterations of batch 64 each, {args.jobs} at a time with '
+        f'{threads} thread(s)',
+        flush=True)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {
+        futures = [
             pool.submit(train_one, *run, args.iters, work_dir_of(*run),
-                        threads): run
-            for run in todo
-        }
+                        threads) for run in todo
+        ]
         for count, future in enumerate(as_completed(futures), 1):
             result = future.result()
             results.append(result)
