@@ -195,7 +195,10 @@ class LocalViT(LocalViTBackbone):
 
         img_size = (img_size, ) * 2 if isinstance(img_size, int) else img_size
         self.patch_resolution = tuple(s // patch_size for s in img_size)
-        self.patch_embed = PatchEmbed(in_channels, self.embed_dims, patch_size)
+        # Padded up to whole patches: dense inputs of any size keep their
+        # border (sizes the patch divides, as in classification, are as is).
+        self.patch_embed = PatchEmbed(
+            in_channels, self.embed_dims, patch_size, pad=True)
         self.cls_token = nn.Parameter(torch.zeros(
             1, 1, self.embed_dims)) if with_cls_token else None
         num_positions = math.prod(self.patch_resolution) + \
