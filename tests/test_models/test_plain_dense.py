@@ -78,8 +78,10 @@ def test_simple_pyramid_at_an_odd_size():
     cfg = load_config(osp.join(REPO, PYRAMID_CONFIG)).model
     backbone = build(
         'mmdet',
-        dict(cfg.backbone, init_cfg=None,
-             ffn_cfg=dict(norm_cfg=dict(type='BN')))).eval()
+        dict(
+            cfg.backbone,
+            init_cfg=None,
+            ffn_cfg=dict(norm_cfg=dict(type='BN')))).eval()
     neck = build('mmdet', cfg.neck).eval()
     assert [type(m).__name__
             for m in neck] == ['Feature2Pyramid', 'ChannelMapper']
@@ -87,6 +89,6 @@ def test_simple_pyramid_at_an_odd_size():
         outs = backbone(torch.randn(1, 3, *ODD_SIZE))
         assert [x.shape for x in outs] == [(1, 192, *LATTICE)] * 4
         levels = neck(outs)
-    assert [tuple(x.shape[2:]) for x in levels] == [(26, 34), (13, 17),
-                                                    (6, 8), (3, 4), (2, 2)]
+    assert [tuple(x.shape[2:]) for x in levels] == [(26, 34), (13, 17), (6, 8),
+                                                    (3, 4), (2, 2)]
     assert all(x.shape[1] == 256 for x in levels)
