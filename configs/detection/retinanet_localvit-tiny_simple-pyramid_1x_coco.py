@@ -21,8 +21,7 @@ _base_ = [
 ]
 default_scope = 'mmdet'
 custom_imports = dict(
-    imports=['localvit_mm.models', 'mmseg.models'],
-    allow_failed_imports=False)
+    imports=['localvit_mm.models', 'mmseg.models'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/localvit-tiny_in1k.pth'
 embed_dims = 192
@@ -57,8 +56,7 @@ model = dict(
 
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=1e-4),
-    paramwise_cfg=dict(
-        custom_keys={
-            '.pos_embed': dict(decay_mult=0.),
-            '.cls_token': dict(decay_mult=0.)
-        }))
+    paramwise_cfg=dict(custom_keys={
+        '.pos_embed': dict(decay_mult=0.),
+        '.cls_token': dict(decay_mult=0.)
+    }))

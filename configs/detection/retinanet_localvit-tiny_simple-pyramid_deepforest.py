@@ -5,8 +5,7 @@
 # Prepare the data with: python tools/data/prepare_deepforest.py
 _base_ = './retinanet_localvit-pvt-t_fpn_deepforest.py'
 custom_imports = dict(
-    imports=['localvit_mm.models', 'mmseg.models'],
-    allow_failed_imports=False)
+    imports=['localvit_mm.models', 'mmseg.models'], allow_failed_imports=False)
 
 embed_dims = 192
 model = dict(

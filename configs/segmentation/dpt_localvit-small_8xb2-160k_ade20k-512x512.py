@@ -4,9 +4,7 @@ _base_ = './dpt_localvit-tiny_8xb2-160k_ade20k-512x512.py'
 pretrained = 'checkpoints/localvit-small_in1k.pth'
 embed_dims = 384
 model = dict(
-    backbone=dict(
-        arch='small',
-        init_cfg=dict(checkpoint=pretrained)),
+    backbone=dict(arch='small', init_cfg=dict(checkpoint=pretrained)),
     decode_head=dict(
         in_channels=(embed_dims, ) * 4,
         embed_dims=embed_dims,
