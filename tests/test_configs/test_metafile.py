@@ -114,6 +114,14 @@ def test_official_checkpoints_and_our_runs():
         ('fpn_localvit-pvt-t_labelme', 'labelme masks'): {
             'mIoU': 50.4
         },
+        ('dpt_localvit-tiny_labelme', 'labelme masks'): {
+            'mIoU': 55.2
+        },
+        ('retinanet_localvit-tiny_simple-pyramid_deepforest',
+         'DeepForest tree crowns'): {
+            'box AP': 0.8,
+            'box AP50': 4.4
+        },
     }
 
 
