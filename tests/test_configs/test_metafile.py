@@ -25,6 +25,7 @@ CONFIGS = find_configs(REPO)
 PAPER = paper_rows()
 RELEASE = 'https://github.com/ofsoundof/LocalViT/releases/download/v1.0.0/'
 CONVERTER = 'python tools/model_converters/localvit_to_mmpretrain.py '
+FOREST = 'DeepForest tree crowns'
 
 
 def read_yaml(path):
@@ -106,8 +107,7 @@ def test_official_checkpoints_and_our_runs():
         ('deit-tiny_2xb32_fashion-mnist', 'Fashion-MNIST'): {
             'Top 1 Accuracy': 65.84
         },
-        ('retinanet_localvit-pvt-t_fpn_deepforest', 'DeepForest tree crowns'):
-        {
+        ('retinanet_localvit-pvt-t_fpn_deepforest', FOREST): {
             'box AP': 3.1,
             'box AP50': 13.2
         },
@@ -117,8 +117,7 @@ def test_official_checkpoints_and_our_runs():
         ('dpt_localvit-tiny_labelme', 'labelme masks'): {
             'mIoU': 55.2
         },
-        ('retinanet_localvit-tiny_simple-pyramid_deepforest',
-         'DeepForest tree crowns'): {
+        ('retinanet_localvit-tiny_simple-pyramid_deepforest', FOREST): {
             'box AP': 0.8,
             'box AP50': 4.4
         },
