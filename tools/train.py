@@ -5,7 +5,9 @@
 
 The config's ``default_scope`` picks the codebase whose registries and runner
 are used. Distributed training works with nccl on GPUs and gloo on CPUs (see
-``tools/dist_train.sh``).
+``tools/dist_train.sh``). With the ``tensorboard`` package installed the
+logged scalars also go to TensorBoard event files (``log_to_tensorboard =
+False`` in a config turns that off).
 """
 import argparse
 import warnings
@@ -16,7 +18,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from localvit_mm.engine import use_safe_training_hooks
+from localvit_mm.engine import (use_safe_training_hooks,
+                                use_tensorboard_if_installed)
 from localvit_mm.utils import (DATALOADERS, UserInputError, add_launch_args,
                                check_run, latest_checkpoint, load_config,
                                parse_launch_args, run_main, set_work_dir,
@@ -65,7 +68,7 @@ def merge_args(cfg, args):
                 f'--auto-scale-lr needs auto_scale_lr.base_batch_size in '
                 f'{args.config}: add auto_scale_lr = dict(base_batch_size=N)')
         cfg.auto_scale_lr.enable = True
-    return use_safe_training_hooks(cfg)
+    return use_tensorboard_if_installed(use_safe_training_hooks(cfg))
 
 
 def main():
