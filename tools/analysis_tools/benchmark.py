@@ -51,6 +51,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 import torch
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
+from mmengine.utils import ProgressBar
 
 from localvit_mm.analysis import SavedTensorBytes, model_complexity
 from localvit_mm.models import has_deploy_mode, switch_to_deploy
@@ -213,8 +214,12 @@ class MatmulPeak:
 
 
 def round_robin(cases, kind, args, peak=None):
-    """Warm-up rounds, then timed rounds; every round times each case once."""
-    for round_index in range(args.warmup + args.repeats):
+    """Warm-up rounds, then timed rounds; every round times each case once.
+    A progress bar with the ETA goes to stderr."""
+    rounds = args.warmup + args.repeats
+    print(f'{kind}: {rounds} rounds of {len(cases)} models', file=sys.stderr)
+    progress = ProgressBar(rounds, file=sys.stderr)
+    for round_index in range(rounds):
         for case in cases:
             elapsed = case.timed(kind)
             if round_index >= args.warmup:
@@ -223,6 +228,8 @@ def round_robin(cases, kind, args, peak=None):
             elapsed = peak.timed()
             if round_index >= args.warmup:
                 peak.times.append(elapsed)
+        progress.update()
+    sys.stderr.write('\n')
 
 
 def saved_activation_bytes(case) -> int:

@@ -11,6 +11,7 @@ import argparse
 import glob
 import json
 import os.path as osp
+import sys
 import time
 import warnings
 
@@ -20,6 +21,7 @@ warnings.filterwarnings('ignore', message='The given NumPy array is not')
 
 import torch
 from mmengine.runner import Runner
+from mmengine.utils import ProgressBar
 
 from localvit_mm.analysis import model_complexity
 from localvit_mm.analysis.curves import (curve_of, load_scalars, plot_curves,
@@ -42,17 +44,21 @@ def read_run(work_dir):
 
 
 def test_top1(model, cfg, max_images=None):
-    """Top-1 (%) on the whole test split, or on its first ``max_images``."""
+    """Top-1 (%) on the whole test split, or on its first ``max_images``
+    (a progress bar with the ETA on stderr)."""
     loader_cfg = cfg.test_dataloader
     loader_cfg.dataset.indices = max_images
     loader_cfg.persistent_workers = False
     loader = Runner.build_dataloader(loader_cfg)
     correct = total = 0
+    progress = ProgressBar(len(loader), file=sys.stderr)
     with torch.no_grad():
         for data in loader:
             for sample in model.test_step(data):
                 correct += int(sample.pred_label == sample.gt_label)
                 total += 1
+            progress.update()
+    sys.stderr.write('\n')
     return 100. * correct / total, total
 
 
