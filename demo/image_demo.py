@@ -11,7 +11,7 @@ by demo/fashion_mnist_to_png.py; 28x28 images drawn 8x larger):
     python demo/fashion_mnist_to_png.py --num 10
     python demo/image_demo.py data/fashion_mnist/png \\
         configs/quickstart/$NAME.py \\
-        --checkpoint work_dirs/$NAME/iter_300.pth \\
+        --checkpoint work_dirs/$NAME/iter_100.pth \\
         --show-dir outputs/cls --rescale-factor 8
 """
 import os.path as osp

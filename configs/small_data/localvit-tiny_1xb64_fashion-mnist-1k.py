@@ -9,17 +9,8 @@ _base_ = '../quickstart/localvit-tiny_2xb32_fashion-mnist.py'
 train_dataloader = dict(batch_size=64, dataset=dict(indices=1000))
 val_dataloader = dict(dataset=dict(indices=None))  # all 10,000 test images
 
-max_iters = 100
-warmup_iters = 10
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, end=warmup_iters),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-5,
-        by_epoch=False,
-        begin=warmup_iters,
-        end=max_iters)
-]
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+# The quickstart's schedule (100 iterations, 10 of warm-up, then cosine),
+# validated once, at the end.
+train_cfg = dict(val_interval={{_base_.max_iters}})
 default_hooks = dict(
-    logger=dict(interval=10), checkpoint=dict(interval=max_iters))
+    logger=dict(interval=10), checkpoint=dict(interval={{_base_.max_iters}}))

@@ -44,12 +44,14 @@ def config_of(model: str) -> str:
     return osp.join(CONFIG_DIR, f'{MODELS[model]}_1xb64_fashion-mnist-1k.py')
 
 
-def run_config(model, size, seed, iters, work_dir):
+def run_config(model, size, seed, iters, work_dir, test_images=None):
     """Write the config of one run: the model's study config with the
-    subset size, the seed and a schedule of ``iters`` iterations (warm-up
-    for the first tenth, then cosine)."""
+    subset size, the seed, a schedule of ``iters`` iterations (warm-up for
+    the first tenth, then cosine) and the first ``test_images`` test images
+    (None: all)."""
     cfg = load_config(config_of(model))
     cfg.train_dataloader.dataset.indices = size
+    cfg.val_dataloader.dataset.indices = test_images
     cfg.randomness = dict(seed=seed)
     warmup = max(1, iters // 10)
     warmup_lr, cosine = cfg.param_scheduler
@@ -63,10 +65,10 @@ def run_config(model, size, seed, iters, work_dir):
     return path
 
 
-def train_one(model, size, seed, iters, work_dir, threads):
+def train_one(model, size, seed, iters, work_dir, threads, test_images=None):
     """Train and evaluate one run through tools/train.py; its record."""
     result_file = osp.join(work_dir, 'result.json')
-    config = run_config(model, size, seed, iters, work_dir)
+    config = run_config(model, size, seed, iters, work_dir, test_images)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1')
     start = time.perf_counter()
     with open(osp.join(work_dir, 'train.log'), 'w') as log:
@@ -86,6 +88,7 @@ def train_one(model, size, seed, iters, work_dir, threads):
         size=size,
         seed=seed,
         iters=iters,
+        test_images=test_images,
         top1=curve[-1][1],
         wall_s=round(time.perf_counter() - start, 1))
     with open(result_file, 'w') as f:
@@ -93,14 +96,15 @@ def train_one(model, size, seed, iters, work_dir, threads):
     return result
 
 
-def finished(work_dir, iters):
-    """The record of a finished run of ``iters`` iterations, or None."""
+def finished(work_dir, iters, test_images=None):
+    """The record of a finished run with these settings, or None."""
     path = osp.join(work_dir, 'result.json')
     if not osp.exists(path):
         return None
     with open(path) as f:
         result = json.load(f)
-    return result if result['iters'] == iters else None
+    same = (result['iters'], result.get('test_images')) == (iters, test_images)
+    return result if same else None
 
 
 def parse_args():
@@ -126,6 +130,11 @@ def parse_args():
         help='iterations of batch 64 per run, the same for every size '
         '(default 100: a CPU budget; use thousands on a GPU)')
     parser.add_argument(
+        '--test-images',
+        type=int,
+        help='evaluate on the first N test images only (quick checks; '
+        'default: all 10,000)')
+    parser.add_argument(
         '--jobs', type=int, default=1, help='runs at a time (default 1)')
     parser.add_argument(
         '--threads',
@@ -143,8 +152,9 @@ def main():
         raise UserInputError(f'--sizes {bad}: Fashion-MNIST has '
                              f'{TRAIN_IMAGES:,} training images, pick sizes '
                              f'from 1 to {TRAIN_IMAGES}')
-    if args.iters < 1 or args.jobs < 1:
-        raise UserInputError('--iters and --jobs must be 1 or more')
+    if args.iters < 1 or args.jobs < 1 or (args.test_images or 1) < 1:
+        raise UserInputError(
+            '--iters, --jobs and --test-images must be 1 or more')
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     runs = [(model, size, seed) for size in args.sizes for model in args.models
             for seed in args.seeds]
@@ -155,8 +165,11 @@ def main():
 
     results, todo = [], []
     for run in runs:
-        done = finished(work_dir_of(*run), args.iters)
-        results.append(done) if done else todo.append(run)
+        done = finished(work_dir_of(*run), args.iters, args.test_images)
+        if done:
+            results.append(done)
+        else:
+            todo.append(run)
     print(
         f'{len(runs)} runs ({len(results)} already finished), {args.iters} '
         f'iterations of batch 64 each, {args.jobs} at a time with '
@@ -166,7 +179,7 @@ def main():
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [
             pool.submit(train_one, *run, args.iters, work_dir_of(*run),
-                        threads) for run in todo
+                        threads, args.test_images) for run in todo
         ]
         for count, future in enumerate(as_completed(futures), 1):
             result = future.result()
@@ -184,7 +197,8 @@ def main():
     table = markdown_table(grid, args.models, args.sizes)
     wall = sum(result['wall_s'] for result in results)
     seeds = ', '.join(map(str, args.seeds))
-    note = (f'Top-1 (%) on the 10,000 Fashion-MNIST test images, mean ± std '
+    tested = f'first {args.test_images:,}' if args.test_images else '10,000'
+    note = (f'Top-1 (%) on the {tested} Fashion-MNIST test images, mean ± std '
             f'over seeds {seeds}; {args.iters} iterations of batch 64 '
             f'for every size; {wall / 60:.0f} min of training and '
             'evaluation in all.')
