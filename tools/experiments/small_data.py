@@ -1,7 +1,8 @@
 """The small-data study: does locality help most when images are few?
 
     python tools/experiments/small_data.py [--sizes 1000 5000 60000] \
-        [--seeds 0 1] [--iters 100] [--jobs 1] [--work-dir DIR]
+        [--seeds 0 1] [--iters 100] [--test-images N] [--jobs 1] \
+        [--work-dir DIR]
 
 Trains DeiT-T, LocalViT-T without its depth-wise convolution, LocalViT-T,
 DeiT-T + LIFE and LocalViT-T + LIFE (configs/small_data/, patch 4 on 28 px)
@@ -10,6 +11,8 @@ and seeds, through tools/train.py, and evaluates each on the full 10,000-image
 test split. Writes ``results.md`` (mean ± std over seeds), ``results.png``
 and ``results.json`` into the work dir. Finished runs are kept: rerunning the
 command (after a stop, or with more seeds) trains only the missing ones.
+On a GPU (tools/train.py uses it by itself) give it a longer schedule, e.g.
+``--iters 3000``.
 """
 import argparse
 import json
