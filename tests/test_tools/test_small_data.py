@@ -1,13 +1,16 @@
 """The small-data study: its table and PNG from run records, and the tool
 on real Fashion-MNIST runs (a few iterations), resumed run by run."""
+import glob
 import json
 import os.path as osp
 
 import pytest
-from conftest import run_tool
+import torch
+from conftest import REPO, run_tool
 from PIL import Image
 
 from localvit_mm.analysis.study import group_results, markdown_table, plot_grid
+from localvit_mm.utils import load_config
 
 TOOL = 'tools/experiments/small_data.py'
 
@@ -79,3 +82,41 @@ def test_bad_sizes_one_line(tmp_path):
     assert result.stderr.strip() == (
         'error: --sizes [70000]: Fashion-MNIST has 60,000 training images, '
         'pick sizes from 1 to 60000')
+
+
+CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'small_data', '*.py')))
+
+
+@pytest.mark.usefixtures('restore_default_scope')
+@pytest.mark.parametrize(
+    'config', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
+def test_each_model_takes_a_real_training_step(config, fashion_mnist):
+    """Each study config's model and optimizer take one step on a batch of
+    its own training loader (real Fashion-MNIST); every block moves."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS
+    from mmengine.runner import Runner
+    cfg = load_config(config)
+    loader_cfg = cfg.train_dataloader
+    loader_cfg.update(batch_size=8, num_workers=0, persistent_workers=False)
+    loader_cfg.dataset.data_root = fashion_mnist
+    batch = next(iter(Runner.build_dataloader(loader_cfg, seed=0)))
+    assert batch['inputs'][0].shape == (1, 28, 28)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = [b.attn.proj.weight.clone() for b in model.backbone.blocks]
+    losses = model.train_step(batch, optim_wrapper)
+    assert torch.isfinite(losses['loss'])
+    assert all(not torch.equal(b.attn.proj.weight, w)
+               for b, w in zip(model.backbone.blocks, before))
+
+
+def test_the_tool_trains_every_study_config():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('small_data',
+                                                  osp.join(REPO, TOOL))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert sorted(map(tool.config_of, tool.MODELS)) == CONFIGS
