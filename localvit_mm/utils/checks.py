@@ -30,7 +30,8 @@ from .safe_checkpoint import safe_load
 
 # torch's messages for an input smaller than a kernel (conv, unfold, pool).
 TOO_SMALL = re.compile(r"Kernel size can't be greater|sliding blocks|"
-                       r'Output size is too small')
+                       r'Output size is too small|smaller than the \d+x\d+ '
+                       r'patch')
 
 
 @contextlib.contextmanager

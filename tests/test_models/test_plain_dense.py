@@ -92,3 +92,12 @@ def test_simple_pyramid_at_an_odd_size():
     assert [tuple(x.shape[2:]) for x in levels] == [(26, 34), (13, 17), (6, 8),
                                                     (3, 4), (2, 2)]
     assert all(x.shape[1] == 256 for x in levels)
+
+
+def test_input_smaller_than_a_patch_is_refused():
+    """Padding would turn it into one patch of mostly zeros."""
+    backbone = build('mmseg', dict(type='LocalViT', arch='tiny'))
+    with pytest.raises(
+            RuntimeError, match='input 12x40 is smaller than the '
+            '16x16 patch'):
+        backbone(torch.randn(1, 3, 12, 40))

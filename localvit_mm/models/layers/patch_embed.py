@@ -1,5 +1,5 @@
 """Patch embedding shared by every LocalViT backbone."""
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -44,9 +44,19 @@ class PatchEmbed(nn.Module):
         else:
             self.norm = None
 
+    def check_size(self, size: Sequence[int]):
+        """Padding makes any size work, but an input smaller than one patch
+        would become a patch of mostly zeros: refuse it."""
+        kernel = self.proj.kernel_size
+        if any(n < k for n, k in zip(size, kernel)):
+            raise RuntimeError(f'input {size[0]}x{size[1]} is smaller than '
+                               f'the {kernel[0]}x{kernel[1]} patch')
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, tuple]:
         """(B, C, H, W) -> tokens (B, h*w, D) and the lattice (h, w)."""
         if self.pad:
+            if not torch.compiler.is_exporting():
+                self.check_size(x.shape[2:])
             s = self.stride
             # Up to whole strides, by ceil division: under torch.export the
             # lattice size then stays a short symbolic expression, and the
