@@ -1,6 +1,6 @@
 from .checks import (build_model, check_checkpoint_fits, check_first_samples,
                      check_pretrained, explain_build_error, fit_report,
-                     state_dict_of)
+                     load_weights_exactly, state_dict_of)
 from .errors import USER_ERROR_EXIT, UserInputError, one_line, run_main
 from .image_loading import CheckedLoadImageFromFile, CorruptImageError
 from .launch import (DATALOADERS, add_launch_args, check_checkpoint,
@@ -17,6 +17,6 @@ __all__ = [
     'setup_device', 'SAFE_GLOBALS', 'register_safe_checkpoint_loader',
     'safe_load', 'weights_only_everywhere', 'build_model',
     'check_checkpoint_fits', 'check_first_samples', 'check_pretrained',
-    'explain_build_error', 'fit_report', 'state_dict_of',
-    'CheckedLoadImageFromFile', 'CorruptImageError'
+    'explain_build_error', 'fit_report', 'load_weights_exactly',
+    'state_dict_of', 'CheckedLoadImageFromFile', 'CorruptImageError'
 ]

@@ -293,6 +293,19 @@ def fit_report(model: nn.Module, state: dict) -> Tuple[Optional[str], bool]:
     return ('; '.join(parts) or None), len(missing) > len(expected) / 2
 
 
+def load_weights_exactly(model: nn.Module, state: dict) -> Optional[str]:
+    """Load ``state`` into ``model``; what did not fit (the first missing
+    and unexpected keys, or the shape that differs), None when all did."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a shape that differs
+        return str(error).strip().splitlines()[-1].strip().rstrip('.')
+    if missing or unexpected:
+        return f'missing {sorted(missing)[:5]}, unexpected ' \
+            f'{sorted(unexpected)[:5]}'
+    return None
+
+
 def check_checkpoint_fits(model: nn.Module,
                           path: str,
                           config: str,

@@ -49,7 +49,8 @@ import torch.nn as nn
 from localvit_mm.models import has_deploy_mode, switch_to_deploy
 from localvit_mm.models.build import build_model_from_config, flatten_tensors
 from localvit_mm.models.layers import LocalityFeedForward
-from localvit_mm.utils import UserInputError, load_config, run_main, safe_load
+from localvit_mm.utils import (UserInputError, load_config,
+                               load_weights_exactly, run_main, safe_load)
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -117,17 +118,10 @@ def load_deploy_model(config: str, checkpoint: str):
     state = safe_load(checkpoint, map_location='cpu')
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        problem = missing or unexpected
-        detail = f'missing {sorted(missing)[:5]}, unexpected ' \
-            f'{sorted(unexpected)[:5]}'
-    except RuntimeError as error:  # a shape that differs
-        problem = True
-        detail = str(error).strip().splitlines()[-1].strip().rstrip('.')
+    problem = load_weights_exactly(model, state)
     if problem:
         raise UserInputError(f'{checkpoint!r} does not fit {config!r}: '
-                             f'{detail}')
+                             f'{problem}')
     model.eval()
     if has_deploy_mode(model):
         switch_to_deploy(model)

@@ -29,7 +29,8 @@ import torch
 
 from localvit_mm.models.build import (build_model_from_config, flatten_tensors,
                                       forward_tensors)
-from localvit_mm.utils import UserInputError, load_config, run_main, safe_load
+from localvit_mm.utils import (UserInputError, load_config,
+                               load_weights_exactly, run_main, safe_load)
 
 KEPT = ('meta', 'state_dict')
 
@@ -70,17 +71,10 @@ def default_shape(cfg) -> List[int]:
 
 def outputs_with(model, state_dict: dict, inputs: torch.Tensor, name: str):
     """The model's output tensors with ``state_dict`` loaded (strictly)."""
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        problem = missing or unexpected
-        detail = f'missing {sorted(missing)[:5]}, unexpected ' \
-            f'{sorted(unexpected)[:5]}'
-    except RuntimeError as error:  # a shape that differs
-        problem = True
-        detail = str(error).strip().splitlines()[-1].strip().rstrip('.')
+    problem = load_weights_exactly(model, state_dict)
     if problem:
         raise UserInputError(
-            f'the weights of {name!r} do not fit the config: {detail}; '
+            f'the weights of {name!r} do not fit the config: {problem}; '
             'pass the config they were trained with, --config CONFIG')
     with torch.no_grad():
         return flatten_tensors(forward_tensors(model, inputs))
